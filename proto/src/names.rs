@@ -1,0 +1,1 @@
+//! SharePoint Online name and path rules (to be written).
