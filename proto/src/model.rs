@@ -288,6 +288,11 @@ pub enum SkipReason {
     CreatedBefore,
     /// Scan-only job: evaluated, not copied.
     ScanOnly,
+    /// The folder holding the item was itself skipped or failed.
+    ParentNotMigrated,
+    /// Renamed or moved at the source, content unchanged: the earlier copy
+    /// (found by GUID) was moved to match; nothing was uploaded.
+    MovedToMatchSource,
 }
 
 impl SkipReason {
@@ -303,6 +308,12 @@ impl SkipReason {
             SkipReason::ModifiedBefore => "The file was modified before the job's cut-off date.",
             SkipReason::CreatedBefore => "The file was created before the job's cut-off date.",
             SkipReason::ScanOnly => "Scan only: the item was evaluated, not copied.",
+            SkipReason::MovedToMatchSource => {
+                "Renamed or moved at the source with unchanged content: the earlier copy was moved to match."
+            }
+            SkipReason::ParentNotMigrated => {
+                "The folder holding this item was not migrated (see that folder's line)."
+            }
         }
     }
 }
