@@ -210,7 +210,7 @@ fn select(v: Value, sel: Option<&str>) -> Value {
         Value::Object(m) => {
             let mut o = Map::new();
             for (k, val) in m {
-                if k.starts_with('@') || keys.iter().any(|s| s.eq_ignore_ascii_case(&k)) {
+                if k.starts_with("@odata") || keys.iter().any(|s| s.eq_ignore_ascii_case(&k)) {
                     o.insert(k, val);
                 }
             }

@@ -535,11 +535,15 @@ pub async fn dispatch(sim: Arc<Sim>, req: Request<Body>) -> Response {
     if let Some(e) = sim.fault() {
         sim.counters.faults.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(message = "Injected fault.", status = e.status());
+        drain(body).await;
         return finish(&ctx, Err(e));
     }
     let principal = match sim.authenticate(&ctx.headers) {
         Ok(p) => p,
-        Err(e) => return finish(&ctx, Err(e)),
+        Err(e) => {
+            drain(body).await;
+            return finish(&ctx, Err(e));
+        }
     };
     ctx.principal = Some(principal.clone());
     let cost = cost_of(&ctx.method, &lower);
@@ -547,6 +551,7 @@ pub async fn dispatch(sim: Arc<Sim>, req: Request<Body>) -> Response {
         Ok(rl) => rl,
         Err(e) => {
             tracing::debug!(message = "Throttled request.", app = %principal.app);
+            drain(body).await;
             return finish(&ctx, Err(e));
         }
     };
@@ -565,6 +570,20 @@ pub async fn dispatch(sim: Arc<Sim>, req: Request<Body>) -> Response {
         }
     }
     resp
+}
+
+/// Read and discard up to 64 MiB of an unread request body so the client sees the
+/// error response instead of a reset connection.
+pub async fn drain(body: Body) {
+    use futures_util::StreamExt;
+    let mut s = body.into_data_stream();
+    let mut n = 0usize;
+    while let Some(Ok(c)) = s.next().await {
+        n += c.len();
+        if n > 64 * 1024 * 1024 {
+            break;
+        }
+    }
 }
 
 /// Resource-unit cost of a request (Graph's model).

@@ -133,7 +133,7 @@ async fn sweep(sim: Arc<http::Sim>) {
         sim.tokens
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, t| t.expires > now);
+            .retain(|_, t| t.expires + std::time::Duration::from_secs(3600) > now);
         sim.device_codes
             .lock()
             .unwrap_or_else(|e| e.into_inner())

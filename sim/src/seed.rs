@@ -321,8 +321,7 @@ fn seed_item(sim: &Sim, root: Uuid, spec: &ItemSpec) -> SimResult<()> {
             Some(write_content(sim, &mut std::fs::File::open(p)?)?),
         )
     } else {
-        let list_id = sim.store.read().items[&root].list_id;
-        let key = format!("{list_id}/{}", spec.path);
+        let key = format!("{}/{}", sim.store.read().item_url(root), spec.path);
         (
             false,
             Some(write_content(

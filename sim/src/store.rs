@@ -308,14 +308,46 @@ impl State {
         }
     }
 
-    /// Insert or replace an item, bumping its change sequence; persists it.
+    /// Give an existing item (and its ancestors) a new change sequence so delta reports
+    /// them, as Graph does for the parents of a changed item.
+    fn touch_chain(&mut self, mut cur: Option<Uuid>) {
+        let mut guard = 0;
+        while let Some(id) = cur {
+            guard += 1;
+            let Some(mut it) = self.items.get(&id).cloned() else {
+                break;
+            };
+            if it.deleted || guard > 1000 {
+                break;
+            }
+            if let Some(m) = self.by_seq.get_mut(&it.list_id) {
+                m.remove(&it.seq);
+            }
+            self.seq += 1;
+            it.seq = self.seq;
+            self.by_seq
+                .entry(it.list_id)
+                .or_default()
+                .insert(it.seq, id);
+            self.put(format!("item/{id}"), &it);
+            cur = it.parent;
+            self.items.insert(id, it);
+        }
+    }
+
+    /// Insert or replace an item, bumping its change sequence and its ancestors'; persists it.
     pub fn upsert_item(&mut self, mut it: Item) {
+        let old_parent = self.items.get(&it.unique_id).and_then(|o| o.parent);
         if let Some(old) = self.items.get(&it.unique_id).cloned() {
             self.unindex_item(&old);
             if let Some(m) = self.by_seq.get_mut(&old.list_id) {
                 m.remove(&old.seq);
             }
         }
+        if old_parent.is_some() && old_parent != it.parent {
+            self.touch_chain(old_parent);
+        }
+        self.touch_chain(it.parent);
         self.seq += 1;
         it.seq = self.seq;
         self.by_seq

@@ -184,6 +184,12 @@ pub async fn fragment_route(sim: &Arc<Sim>, ctx: &Ctx, body: Body) -> SimResult<
             Ok(empty(204))
         }
         Method::PUT => put_fragment(sim, ctx, &mut s, body).await,
+        _ if ctx.method == Method::POST && !s.defer_commit => {
+            crate::http::drain(body).await;
+            Err(SimError::InvalidRequest(
+                "The session does not defer its commit.".into(),
+            ))
+        }
         Method::POST if s.defer_commit => {
             let total = s.total.unwrap_or(0);
             if s.next != total {
@@ -221,6 +227,23 @@ async fn put_fragment(
     s: &mut UploadSession,
     body: Body,
 ) -> SimResult<Response> {
+    let parts = match check_fragment(sim, ctx, s) {
+        Ok(v) => v,
+        Err(e) => {
+            if !matches!(e, SimError::TooLarge(_)) {
+                crate::http::drain(body).await;
+            }
+            return Err(e);
+        }
+    };
+    write_fragment(sim, s, body, parts).await
+}
+
+fn check_fragment(
+    sim: &Sim,
+    ctx: &Ctx,
+    s: &UploadSession,
+) -> SimResult<(u64, u64, u64, u64, bool)> {
     if s.done {
         return Err(SimError::RangeNotSatisfiable(
             "The upload session is already complete.".into(),
@@ -280,6 +303,15 @@ async fn put_fragment(
             "The fragment size {len} is not a multiple of 327680 bytes."
         )));
     }
+    Ok((a, b, total, len, last))
+}
+
+async fn write_fragment(
+    sim: &Arc<Sim>,
+    s: &mut UploadSession,
+    body: Body,
+    (_a, b, total, len, last): (u64, u64, u64, u64, bool),
+) -> SimResult<Response> {
     s.total = Some(total);
     if s.file.is_none() {
         s.file = Some(
