@@ -1,0 +1,610 @@
+//! A SharePoint Server (2013–SE) source over its REST API, signed in with Basic
+//! authentication (`someone@example.com` + password).
+//!
+//! Requests ask for JSON light (`application/json;odata=nometadata`) and every
+//! parser also understands the verbose shape (`{"d":{"results":[…],"__next":…}}`),
+//! since SharePoint 2013 without the JSON light update answers verbose. Errors are
+//! read in both shapes (`error` and `odata.error`).
+//!
+//! Enumeration reads the library's list items in pages of up to 5,000 (the list
+//! view threshold) following `__next` / `odata.nextLink`; subtrees are filtered on
+//! the client, because `FileRef` filters are not indexed on the server.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use ferry_proto::ItemKind;
+use futures_util::StreamExt;
+use reqwest::Response;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::auth::{CredentialCache, Secret};
+use crate::http::{read_json, redact_url, Failure, Http, HttpConfig, HttpStats, Replay};
+use crate::{ByteStream, ConnectorError, SourceEntry, UnreadableEntry, WalkItem};
+
+const ACCEPT: &str = "application/json;odata=nometadata";
+const ITEM_FIELDS: &str =
+    "Id,UniqueId,FileRef,FileLeafRef,FSObjType,File_x0020_Size,Created,Modified";
+
+/// A web (site or subsite).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebInfo {
+    pub id: Uuid,
+    pub title: String,
+    /// Absolute URL.
+    pub url: String,
+    pub server_relative_url: String,
+}
+
+/// A document library (BaseTemplate 101).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LibraryInfo {
+    pub id: Uuid,
+    pub title: String,
+    /// Server-relative URL of the root folder, e.g. `/sites/hr/Shared Documents`.
+    pub root_folder: String,
+    pub item_count: u64,
+    pub hidden: bool,
+}
+
+/// A signed-in SharePoint Server site.
+#[derive(Clone)]
+pub struct SpServerSource {
+    http: Http,
+    site_url: String,
+    user: String,
+    auth: Secret,
+    page_size: u32,
+}
+
+impl std::fmt::Debug for SpServerSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpServerSource")
+            .field("site_url", &self.site_url)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The entity of a single-object answer, verbose or light.
+fn entity(v: &Value) -> &Value {
+    v.get("d").unwrap_or(v)
+}
+
+/// `(results, next link)` of a collection answer, verbose or light.
+fn collection(v: &Value) -> (Vec<Value>, Option<String>) {
+    let (arr, next) = match v.get("d") {
+        Some(d) => (d.get("results"), d.get("__next")),
+        None => (
+            v.get("value"),
+            v.get("odata.nextLink").or_else(|| v.get("@odata.nextLink")),
+        ),
+    };
+    (
+        arr.and_then(Value::as_array).cloned().unwrap_or_default(),
+        next.and_then(Value::as_str).map(str::to_owned),
+    )
+}
+
+fn str_field<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// Numbers arrive as numbers or strings (`"1234"`); null for folders.
+fn num_field(v: &Value, k: &str) -> Option<u64> {
+    match v.get(k)? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn bool_field(v: &Value, k: &str) -> bool {
+    match v.get(k) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    }
+}
+
+fn guid_field(v: &Value, k: &str) -> Option<Uuid> {
+    let s = str_field(v, k).trim_matches(['{', '}']);
+    Uuid::try_parse(s).ok()
+}
+
+/// SharePoint times: ISO 8601 with `Z`, or without a zone (then UTC).
+fn time_field(v: &Value, k: &str) -> Option<DateTime<Utc>> {
+    let s = str_field(v, k);
+    if s.is_empty() {
+        return None;
+    }
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                .ok()
+                .map(|n| n.and_utc())
+        })
+}
+
+/// Percent-encodes a string for use inside a URL path or query value.
+fn encode_component(s: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~')
+        .remove(b'/');
+    percent_encoding::utf8_percent_encode(s, SET).to_string()
+}
+
+/// `'…'` OData string literal: apostrophes doubled, then percent-encoded.
+fn odata_string(s: &str) -> String {
+    format!("'{}'", encode_component(&s.replace('\'', "''")))
+}
+
+/// Path-segment key for sorting parents before children.
+fn path_key(rel: &str) -> Vec<&str> {
+    rel.split('/').collect()
+}
+
+fn web_info(v: &Value) -> WebInfo {
+    let e = entity(v);
+    WebInfo {
+        id: guid_field(e, "Id").unwrap_or_default(),
+        title: str_field(e, "Title").to_owned(),
+        url: str_field(e, "Url").to_owned(),
+        server_relative_url: str_field(e, "ServerRelativeUrl").to_owned(),
+    }
+}
+
+impl SpServerSource {
+    /// Signs in to `site_url` and checks the credentials with `GET _api/web`.
+    pub async fn connect(
+        site_url: &str,
+        user: &str,
+        password: &str,
+        http: HttpConfig,
+    ) -> Result<Self, ConnectorError> {
+        let site_url = site_url.trim_end_matches('/').to_owned();
+        if reqwest::Url::parse(&site_url).is_err() {
+            return Err(ConnectorError::NotFound {
+                what: "The SharePoint Server site".to_owned(),
+                location: site_url,
+                hint: "the site URL is not a valid URL; give e.g. https://sharepoint.contoso.com/sites/hr".to_owned(),
+            });
+        }
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let src = Self {
+            http: Http::new(http)?,
+            site_url,
+            user: user.to_owned(),
+            auth: Secret::new(format!("Basic {token}")),
+            page_size: 5000,
+        };
+        let url = format!(
+            "{}/_api/web?$select=Id,Title,Url,ServerRelativeUrl",
+            src.site_url
+        );
+        let resp = src.get(&url).await?;
+        if !resp.status().is_success() {
+            let f = Failure::read(&url, resp).await;
+            return Err(match f.status {
+                401 | 403 => ConnectorError::Auth {
+                    target: src.site_url.clone(),
+                    message: format!("{} (as {user})", f.message),
+                },
+                404 => ConnectorError::NotFound {
+                    what: "The SharePoint Server site".to_owned(),
+                    location: src.site_url.clone(),
+                    hint: "check the site URL (no trailing /_layouts or page name)".to_owned(),
+                },
+                _ => f.into_error("The SharePoint Server site"),
+            });
+        }
+        // SharePoint answers `{any URL inside a web}/_api/web` with that web: a URL
+        // that is not the web itself (a library, a folder, a missing subsite) is
+        // refused with the nearest site as a hint.
+        let v = read_json(&url, resp).await?;
+        let web = web_info(&v);
+        let asked = reqwest::Url::parse(&src.site_url)
+            .map(|u| {
+                percent_encoding::percent_decode_str(u.path())
+                    .decode_utf8_lossy()
+                    .trim_end_matches('/')
+                    .to_owned()
+            })
+            .unwrap_or_default();
+        let got = web.server_relative_url.trim_end_matches('/');
+        if !web.server_relative_url.is_empty() && !asked.eq_ignore_ascii_case(got) {
+            return Err(ConnectorError::NotFound {
+                what: "The SharePoint Server site".to_owned(),
+                location: src.site_url.clone(),
+                hint: format!(
+                    "there is no site at this URL; the nearest site is {} — give a site URL, not a library, folder or page",
+                    if web.url.is_empty() { got } else { &web.url }
+                ),
+            });
+        }
+        tracing::info!(message = "Signed in to SharePoint Server.", site = %src.site_url, user = %user);
+        Ok(src)
+    }
+
+    /// Like [`SpServerSource::connect`], remembering the password in `cache` so a site
+    /// signed in to once is not prompted for again: with `password = None` the cached
+    /// one is used (`Auth` error if there is none); a password that works is stored.
+    pub async fn connect_cached(
+        site_url: &str,
+        user: &str,
+        password: Option<&Secret>,
+        cache: &CredentialCache,
+        http: HttpConfig,
+    ) -> Result<Self, ConnectorError> {
+        let target = CredentialCache::sp_server_target(site_url, user);
+        let (pw, from_cache) = match password {
+            Some(p) => (p.clone(), false),
+            None => (
+                cache.get(&target)?.ok_or_else(|| ConnectorError::Auth {
+                    target: site_url.to_owned(),
+                    message: format!("no saved password for {user}; sign in once with a password"),
+                })?,
+                true,
+            ),
+        };
+        match Self::connect(site_url, user, pw.expose(), http).await {
+            Ok(s) => {
+                if !from_cache {
+                    cache.put(&target, &pw)?;
+                }
+                Ok(s)
+            }
+            Err(e @ ConnectorError::Auth { .. }) => {
+                if from_cache {
+                    let _ = cache.forget(&target);
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Items per list-item page (default 5,000, the list view threshold).
+    pub fn with_page_size(mut self, n: u32) -> Self {
+        self.page_size = n.clamp(1, 5000);
+        self
+    }
+
+    /// The site URL signed in to.
+    pub fn site_url(&self) -> &str {
+        &self.site_url
+    }
+
+    /// HTTP counters for reports and metrics.
+    pub fn stats(&self) -> Arc<HttpStats> {
+        self.http.stats.clone()
+    }
+
+    async fn get(&self, url: &str) -> Result<Response, ConnectorError> {
+        self.http
+            .send(url, Replay::Safe, || {
+                self.http
+                    .client
+                    .get(url)
+                    .header("Authorization", self.auth.expose())
+                    .header("Accept", ACCEPT)
+            })
+            .await
+    }
+
+    async fn get_json(&self, url: &str, what: &str) -> Result<Value, ConnectorError> {
+        let resp = self.get(url).await?;
+        if !resp.status().is_success() {
+            let f = Failure::read(url, resp).await;
+            return Err(match f.status {
+                401 => ConnectorError::Auth {
+                    target: self.site_url.clone(),
+                    message: f.message,
+                },
+                _ => f.into_error(what),
+            });
+        }
+        read_json(url, resp).await
+    }
+
+    /// Every page of a collection.
+    async fn get_all(&self, first: &str, what: &str) -> Result<Vec<Value>, ConnectorError> {
+        let mut out = Vec::new();
+        let mut url = first.to_owned();
+        loop {
+            let v = self.get_json(&url, what).await?;
+            let (vals, next) = collection(&v);
+            out.extend(vals);
+            match next {
+                Some(n) if n != url => url = self.absolute(&n),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Next links may be absolute or server-relative.
+    fn absolute(&self, link: &str) -> String {
+        if link.starts_with("http://") || link.starts_with("https://") {
+            return link.to_owned();
+        }
+        match reqwest::Url::parse(&self.site_url).and_then(|b| b.join(link)) {
+            Ok(u) => u.to_string(),
+            Err(_) => link.to_owned(),
+        }
+    }
+
+    fn api(web_url: &str, rest: &str) -> String {
+        format!("{}/_api/{rest}", web_url.trim_end_matches('/'))
+    }
+
+    /// The web at `web_url`.
+    pub async fn web(&self, web_url: &str) -> Result<WebInfo, ConnectorError> {
+        let url = Self::api(web_url, "web?$select=Id,Title,Url,ServerRelativeUrl");
+        let v = self.get_json(&url, "The site").await?;
+        Ok(web_info(&v))
+    }
+
+    /// Direct subsites of `web_url`.
+    pub async fn subsites(&self, web_url: &str) -> Result<Vec<WebInfo>, ConnectorError> {
+        let url = Self::api(web_url, "web/webs?$select=Id,Title,Url,ServerRelativeUrl");
+        let vals = self.get_all(&url, "The site").await?;
+        Ok(vals.iter().map(web_info).collect())
+    }
+
+    /// Document libraries of `web_url` (hidden ones included, flagged).
+    pub async fn libraries(&self, web_url: &str) -> Result<Vec<LibraryInfo>, ConnectorError> {
+        let url = Self::api(
+            web_url,
+            "web/lists?$filter=BaseTemplate%20eq%20101&$expand=RootFolder&$select=Id,Title,ItemCount,Hidden,BaseTemplate,RootFolder/ServerRelativeUrl",
+        );
+        let vals = self.get_all(&url, "The site").await?;
+        Ok(vals
+            .iter()
+            .filter(|l| num_field(l, "BaseTemplate").is_none_or(|t| t == 101))
+            .map(|l| LibraryInfo {
+                id: guid_field(l, "Id").unwrap_or_default(),
+                title: str_field(l, "Title").to_owned(),
+                root_folder: l
+                    .get("RootFolder")
+                    .map(|r| str_field(entity(r), "ServerRelativeUrl").to_owned())
+                    .unwrap_or_default(),
+                item_count: num_field(l, "ItemCount").unwrap_or(0),
+                hidden: bool_field(l, "Hidden"),
+            })
+            .collect())
+    }
+
+    /// Every file and folder under `subtree` of the library (`""` = all; the subtree
+    /// folder itself is not included), parents before children. Errors are the
+    /// enumeration's (the whole listing failed: retry the chunk).
+    pub async fn list_items(
+        &self,
+        web_url: &str,
+        library: &LibraryInfo,
+        subtree: &str,
+    ) -> Result<Vec<SourceEntry>, ConnectorError> {
+        let root = library.root_folder.trim_end_matches('/').to_owned();
+        let subtree = subtree.trim_matches('/').to_owned();
+        let origin = reqwest::Url::parse(web_url)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default();
+        let first = Self::api(
+            web_url,
+            &format!(
+                "web/lists(guid'{}')/items?$select={ITEM_FIELDS}&$top={}",
+                library.id, self.page_size
+            ),
+        );
+        let mut out = Vec::new();
+        let mut url = first;
+        loop {
+            let v = self.get_json(&url, "The library").await?;
+            let (vals, next) = collection(&v);
+            for it in &vals {
+                let file_ref = str_field(it, "FileRef");
+                let Some(rel) = strip_prefix_ci(file_ref, &root)
+                    .and_then(|r| r.strip_prefix('/'))
+                    .map(str::to_owned)
+                else {
+                    continue;
+                };
+                if rel.is_empty() {
+                    continue;
+                }
+                let inside = subtree.is_empty()
+                    || strip_prefix_ci(&rel, &subtree).is_some_and(|r| r.starts_with('/'));
+                if !inside {
+                    continue;
+                }
+                let kind = if num_field(it, "FSObjType") == Some(1) {
+                    ItemKind::Folder
+                } else {
+                    ItemKind::File
+                };
+                let name = rel.rsplit('/').next().unwrap_or(&rel);
+                out.push(SourceEntry {
+                    size: if kind == ItemKind::File {
+                        num_field(it, "File_x0020_Size").unwrap_or(0)
+                    } else {
+                        0
+                    },
+                    kind,
+                    created: time_field(it, "Created"),
+                    modified: time_field(it, "Modified"),
+                    unique_id: guid_field(it, "UniqueId"),
+                    hidden: name.starts_with('.'),
+                    location: format!("{origin}{}", encode_component(file_ref)),
+                    rel_path: rel,
+                });
+            }
+            match next {
+                Some(n) if n != url => url = self.absolute(&n),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| path_key(&a.rel_path).cmp(&path_key(&b.rel_path)));
+        Ok(out)
+    }
+
+    /// [`SpServerSource::list_items`] as a channel of [`WalkItem`]s, in the shape of the
+    /// file-share walk. If the listing itself fails, one [`UnreadableEntry`] for the
+    /// subtree (code `enumeration_failed`) is sent; prefer `list_items` to tell that
+    /// case apart.
+    pub fn walk(
+        &self,
+        web_url: &str,
+        library: &LibraryInfo,
+        subtree: &str,
+    ) -> mpsc::Receiver<WalkItem> {
+        let (tx, rx) = mpsc::channel(1024);
+        let this = self.clone();
+        let web_url = web_url.to_owned();
+        let library = library.clone();
+        let subtree = subtree.to_owned();
+        tokio::spawn(async move {
+            match this.list_items(&web_url, &library, &subtree).await {
+                Ok(items) => {
+                    for it in items {
+                        if tx.send(Ok(it)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(message = "Listing a SharePoint Server library failed.", library = %library.title, error = %e);
+                    let _ = tx
+                        .send(Err(UnreadableEntry {
+                            rel_path: subtree.trim_matches('/').to_owned(),
+                            location: format!("{}{}", web_url, library.root_folder),
+                            message: e.to_string(),
+                            code: "enumeration_failed".to_owned(),
+                        }))
+                        .await;
+                }
+            }
+        });
+        rx
+    }
+
+    /// Streams one file's content.
+    pub async fn open(
+        &self,
+        web_url: &str,
+        server_relative_url: &str,
+    ) -> Result<ByteStream, ConnectorError> {
+        let url = Self::api(
+            web_url,
+            &format!(
+                "web/GetFileByServerRelativeUrl({})/$value",
+                odata_string(server_relative_url)
+            ),
+        );
+        let resp = self
+            .http
+            .send(&url, Replay::Safe, || {
+                self.http
+                    .client
+                    .get(&url)
+                    .header("Authorization", self.auth.expose())
+            })
+            .await?;
+        if !resp.status().is_success() {
+            let f = Failure::read(&url, resp).await;
+            return Err(match f.status {
+                401 => ConnectorError::Auth {
+                    target: self.site_url.clone(),
+                    message: f.message,
+                },
+                404 => ConnectorError::NotFound {
+                    what: "The file".to_owned(),
+                    location: server_relative_url.to_owned(),
+                    hint: "it was deleted or moved after the library was listed".to_owned(),
+                },
+                _ => f.into_error("The file"),
+            });
+        }
+        let shown = redact_url(&url);
+        Ok(Box::pin(resp.bytes_stream().map(move |r| {
+            r.map_err(|e| {
+                std::io::Error::other(format!(
+                    "reading {shown} failed: {}",
+                    crate::http::error_chain(&e)
+                ))
+            })
+        })))
+    }
+
+    /// A request digest for POSTs (`X-RequestDigest`), from `_api/contextinfo`.
+    pub async fn form_digest(&self, web_url: &str) -> Result<Secret, ConnectorError> {
+        let url = Self::api(web_url, "contextinfo");
+        let resp = self
+            .http
+            .send(&url, Replay::Safe, || {
+                self.http
+                    .client
+                    .post(&url)
+                    .header("Authorization", self.auth.expose())
+                    .header("Accept", ACCEPT)
+                    .header("Content-Length", "0")
+            })
+            .await?;
+        if !resp.status().is_success() {
+            return Err(Failure::read(&url, resp).await.into_error("The site"));
+        }
+        let v = read_json(&url, resp).await?;
+        let e = entity(&v);
+        let e = e.get("GetContextWebInformation").unwrap_or(e);
+        let d = str_field(e, "FormDigestValue");
+        if d.is_empty() {
+            return Err(ConnectorError::Protocol {
+                url: redact_url(&url),
+                message: "contextinfo answered without FormDigestValue".to_owned(),
+            });
+        }
+        Ok(Secret::new(d))
+    }
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, p: &str) -> Option<&'a str> {
+    (s.len() >= p.len() && s.is_char_boundary(p.len()) && s[..p.len()].eq_ignore_ascii_case(p))
+        .then(|| &s[p.len()..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn both_collection_shapes() {
+        let v = json!({"d":{"results":[{"a":1}],"__next":"http://x/next"}});
+        assert_eq!(collection(&v).0.len(), 1);
+        assert_eq!(collection(&v).1.as_deref(), Some("http://x/next"));
+        let v = json!({"value":[{"a":1},{"a":2}],"odata.nextLink":"n"});
+        assert_eq!(collection(&v).0.len(), 2);
+        assert_eq!(collection(&v).1.as_deref(), Some("n"));
+    }
+
+    #[test]
+    fn odata_literals() {
+        assert_eq!(
+            odata_string("/sites/a/Shared Documents/O'Neil #1 100%.txt"),
+            "'/sites/a/Shared%20Documents/O%27%27Neil%20%231%20100%25.txt'"
+        );
+    }
+
+    #[test]
+    fn parents_sort_first() {
+        let mut v = vec!["A B/x", "A/b", "A", "A B", "A/b/c"];
+        v.sort_by(|a, b| path_key(a).cmp(&path_key(b)));
+        assert_eq!(v, ["A", "A/b", "A/b/c", "A B", "A B/x"]);
+    }
+}
