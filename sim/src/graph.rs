@@ -311,6 +311,7 @@ async fn sites(
         } else if let Some((host, after)) = r
             .split_once(":/")
             .or_else(|| r.strip_suffix(':').map(|h| (h, "")))
+            .filter(|(h, _)| !h.contains(['/', ',']))
         {
             if !host_ok(host) {
                 return Err(SimError::NotFound(
@@ -362,6 +363,19 @@ async fn sites(
         }
     }
     let tail_l = tail.to_ascii_lowercase();
+    if let Some(r) = tail
+        .get("/drives/".len()..)
+        .filter(|_| tail_l.starts_with("/drives/"))
+    {
+        let (did, t) = r.split_once('/').unwrap_or((r, ""));
+        let lib = {
+            let st = sim.store.read();
+            lib_of_drive(&st, did)
+                .filter(|l| st.libs[l].web_id == web)
+                .ok_or_else(|| SimError::NotFound("The drive could not be found.".into()))?
+        };
+        return drive(sim, ctx, lib, t, api_base, body).await;
+    }
     if tail_l == "/drive" || tail_l.starts_with("/drive/") {
         let lib = default_lib(&sim.store.read(), web)?;
         let t = tail

@@ -477,6 +477,8 @@ pub async fn dispatch(sim: Arc<Sim>, req: Request<Body>) -> Response {
         Err(e) => return finish(&ctx, Err(e)),
     };
     let lower = path.to_ascii_lowercase();
+    // The query string is never logged: it may carry `tempauth` tokens.
+    tracing::debug!(message = "Request received.", method = %ctx.method, path = %path);
 
     // Admin, identity and pre-authorised URLs: no Authorization, no throttle.
     if lower.starts_with("/_sim/") || lower == "/_sim" {

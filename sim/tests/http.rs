@@ -2188,3 +2188,44 @@ async fn hostile_paths_and_inputs_are_rejected_without_escaping_the_data_dir() {
     assert!(!sim.dir.path().parent().unwrap().join("x.txt").exists());
     sim.stop().await;
 }
+
+// ---------------------------------------------------------------- third-party client
+
+/// Runs the unmodified PyPI package `office365-rest-python-client` (3.3.x) against the
+/// emulator. Fails (does not skip) when python3 or the package is missing: CI installs
+/// it with `pip install "office365-rest-python-client==3.3.0"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn third_party_office365_python_client() {
+    let sim = hr().await;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/office365_client.py");
+    let work = tempfile::tempdir().unwrap();
+    let base = sim.base.clone();
+    let wp = work.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(base)
+            .arg(wp)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("python3 must be installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("ALL OK"),
+        "office365-rest-python-client run failed (is `pip install office365-rest-python-client==3.3.0` done?)\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    // The client really uploaded through the emulator.
+    let st = sim.admin(Method::GET, "/_sim/state", None).await;
+    let large = st["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["url"] == "/sites/hr/Shared Documents/large.bin")
+        .expect("large.bin");
+    assert!(large["size"].as_u64().unwrap() > 7_000_000);
+    sim.stop().await;
+}
