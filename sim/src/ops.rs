@@ -78,7 +78,7 @@ pub async fn write_blob(sim: &Sim, body: Body, limit: u64) -> SimResult<Written>
             w.write_all(&chunk).await?;
         }
         w.flush().await?;
-        w.into_inner().sync_data().await.ok();
+        drop(w.into_inner());
         Ok::<_, SimError>((size, qxh_b64(&mut h)))
     }
     .await;
