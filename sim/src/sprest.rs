@@ -176,7 +176,8 @@ impl Out<'_> {
         if self.verbose {
             let mut md = json!({"id": uri, "uri": uri, "type": ty});
             if let Some(i) = id {
-                md["etag"] = json!(format!("\"{}\"", i.as_u128() as u16 % 7 + 1));
+                let version = self.st.items.get(&i).map_or(1, |it| it.version);
+                md["etag"] = json!(format!("\"{version}\""));
             }
             m.insert("__metadata".into(), md);
         }

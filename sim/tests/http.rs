@@ -2229,3 +2229,203 @@ async fn third_party_office365_python_client() {
     assert!(large["size"].as_u64().unwrap() > 7_000_000);
     sim.stop().await;
 }
+
+// ---------------------------------------------------------------- more Graph / SP write paths
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_defer_commit_and_direct_download() {
+    let sim = TestSim::start_with(|c| c.download_redirect = false).await;
+    let tok = sim.token().await;
+    let did = sim.root_drive(&tok).await;
+    let data = bytes(327_680 + 500, 4);
+    let (s, sess) = create_session(
+        &sim,
+        &tok,
+        &format!("/_api/v2.0/drives/{did}/root:/deferred.bin:/createUploadSession"),
+        json!({"deferCommit": true, "item": {"fileSize": data.len()}}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let url = sess["uploadUrl"].as_str().unwrap().to_owned();
+    let (s, _) = put_fragment(&sim, &url, &data[..327_680], 0, data.len()).await;
+    assert_eq!(s, 202);
+    let (s, v) = put_fragment(&sim, &url, &data[327_680..], 327_680, data.len()).await;
+    assert_eq!(s, 202, "deferred: no item until the explicit commit");
+    assert_eq!(v["nextExpectedRanges"].as_array().unwrap().len(), 0);
+    let (s, _) = sim
+        .get_json(&tok, &format!("/v1.0/drives/{did}/root:/deferred.bin"))
+        .await;
+    assert_eq!(s, 404);
+    let r = sim.http.post(&url).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let item: Value = r.json().await.unwrap();
+    assert_eq!(item["file"]["hashes"]["quickXorHash"], qxh(&data));
+    // download_redirect = false → 200 stream straight from /content, with Range support.
+    let r = sim
+        .http
+        .get(sim.url(&format!(
+            "/v1.0/drives/{did}/items/{}/content",
+            item["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap()[..] == data[..]);
+    let r = sim
+        .http
+        .get(sim.url(&format!("/v1.0/drives/{did}/root:/deferred.bin:/content")))
+        .bearer_auth(&tok)
+        .header("range", "bytes=-100")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert!(r.bytes().await.unwrap()[..] == data[data.len() - 100..]);
+    // Replace an existing file's content through items/{id}/createUploadSession.
+    let (s, sess) = create_session(
+        &sim,
+        &tok,
+        &format!(
+            "/v1.0/drives/{did}/items/{}/createUploadSession",
+            item["id"].as_str().unwrap()
+        ),
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, v) = put_fragment(&sim, sess["uploadUrl"].as_str().unwrap(), b"tiny", 0, 4).await;
+    assert_eq!(
+        (s, v["id"].as_str(), v["size"].as_u64()),
+        (200, item["id"].as_str(), Some(4))
+    );
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sp_rest_file_add_folder_add_and_delete() {
+    let sim = hr().await;
+    let tok = sim.token().await;
+    let folder = "/sites/hr/_api/web/GetFolderByServerRelativeUrl('/sites/hr/Shared%20Documents')";
+    let r = sim
+        .http
+        .post(sim.url(&format!(
+            "{folder}/Folders/add('/sites/hr/Shared%20Documents/New%20Folder')"
+        )))
+        .bearer_auth(&tok)
+        .header("accept", VERBOSE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["d"]["ServerRelativeUrl"],
+        "/sites/hr/Shared Documents/New Folder"
+    );
+    let add = |over: bool, body: &'static str| {
+        let sim = &sim;
+        let tok = tok.clone();
+        async move {
+            let r = sim
+                .http
+                .post(sim.url(&format!("/sites/hr/_api/web/GetFolderByServerRelativeUrl('/sites/hr/Shared%20Documents/New%20Folder')/Files/add(url='a.txt',overwrite={over})")))
+                .bearer_auth(&tok)
+                .header("accept", NOMETA)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, v) = add(false, "first").await;
+    assert_eq!((s, v["Length"].as_str()), (200, Some("5")));
+    let (s, v) = add(false, "again").await;
+    assert_eq!(s, 409, "{v}");
+    assert!(v["odata.error"]["code"]
+        .as_str()
+        .unwrap()
+        .contains("SPException"));
+    let (s, v) = add(true, "second!").await;
+    assert_eq!((s, v["Length"].as_str()), (200, Some("7")));
+    let file = "/sites/hr/_api/web/GetFileByServerRelativeUrl('/sites/hr/Shared%20Documents/New%20Folder/a.txt')";
+    let r = sim
+        .http
+        .get(sim.url(&format!("{file}/$value")))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "second!");
+    // Visible through Graph with the same UniqueId.
+    let (_, g) = sim
+        .get_json(
+            &tok,
+            "/v1.0/sites/127.0.0.1:/sites/hr:/drive/root:/New Folder/a.txt",
+        )
+        .await;
+    assert_eq!(g["sharepointIds"]["listItemUniqueId"], v["UniqueId"]);
+    let r = sim
+        .http
+        .post(sim.url(file))
+        .bearer_auth(&tok)
+        .header("x-http-method", "DELETE")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (s, _) = sim.sp_get(file, NOMETA).await;
+    assert_eq!(s, 404);
+    sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_source_farm_and_destination_tenant() {
+    let src = hr().await;
+    let dst = TestSim::start_with(|c| c.hostname = Some("contoso.sharepoint.com".into())).await;
+    assert_ne!(src.base, dst.base);
+    // Read from the SharePoint Server side with Basic auth…
+    let r = src
+        .http
+        .get(src.url("/sites/hr/_api/web/GetFileByServerRelativeUrl('/sites/hr/Shared%20Documents/Policies/2024/handbook.pdf')/$value"))
+        .basic_auth("someone@example.com", Some("password"))
+        .send()
+        .await
+        .unwrap();
+    let content = r.bytes().await.unwrap();
+    // …write to the SharePoint Online side with its own token.
+    let dtok = dst.token().await;
+    let stok = src.token().await;
+    let (s, _) = dst.get_json(&stok, "/v1.0/sites/root").await;
+    assert_eq!(s, 401, "tokens are per instance");
+    let (s, site) = dst
+        .get_json(&dtok, "/v1.0/sites/contoso.sharepoint.com:/")
+        .await;
+    assert_eq!(s, 200);
+    assert!(site["id"]
+        .as_str()
+        .unwrap()
+        .starts_with("contoso.sharepoint.com,"));
+    let did = dst.root_drive(&dtok).await;
+    let (s, v) = dst
+        .put_content(
+            &dtok,
+            &format!("/v1.0/drives/{did}/root:/Policies/2024/handbook.pdf:/content"),
+            content.to_vec(),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (_, sv) = src
+        .get_json(
+            &stok,
+            "/v1.0/sites/127.0.0.1:/sites/hr:/drive/root:/Policies/2024/handbook.pdf",
+        )
+        .await;
+    assert_eq!(
+        v["file"]["hashes"]["quickXorHash"],
+        sv["file"]["hashes"]["quickXorHash"]
+    );
+    src.stop().await;
+    dst.stop().await;
+}
