@@ -11,12 +11,13 @@
 //! - [`GraphDestination::upload`] and [`GraphDestination::move_item`] create missing
 //!   parent folders themselves (through [`GraphDestination::ensure_folder`], whose
 //!   results are cached per drive for the life of the destination).
-//! - [`GraphDestination::scan`] uses delta on the drive root: for a drive of 20,000
-//!   items that is ~20 requests of up to 999 items (2 RU each) in one sequential
-//!   chain, versus at least one `children` request per folder (plus paging) for a
-//!   recursive listing. SharePoint Online supports delta only at the drive root, so a
-//!   subtree scan filters the root delta. Paths are rebuilt from `parentReference.id`
-//!   (SharePoint Online's delta omits `parentReference.path`).
+//! - [`GraphDestination::scan`] of a whole drive uses delta on the root: for 20,000
+//!   items that is ~20 requests of up to 999 items (2 RU each), versus at least one
+//!   `children` request per folder (plus paging) for a recursive listing. Paths are
+//!   rebuilt from `parentReference.id` (SharePoint Online's delta omits
+//!   `parentReference.path`). SharePoint Online supports delta only at the drive
+//!   root, so a subtree scan (a chunk of a split library) lists `children` folder by
+//!   folder, 8 folders at a time, and costs only what the subtree holds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,10 @@ use crate::{ByteStream, ConnectorError};
 
 /// Upload fragments must be multiples of this (320 KiB), except the last one.
 pub const FRAGMENT_MULTIPLE: u64 = 327_680;
+/// Folders listed at once by a subtree scan.
+const SCAN_PARALLELISM: usize = 8;
+/// Properties a scan needs.
+const SCAN_SELECT: &str = "id,name,size,file,folder,root,deleted,parentReference,fileSystemInfo,webUrl,createdDateTime,lastModifiedDateTime";
 /// Upload fragments must be smaller than 60 MiB.
 const MAX_FRAGMENT: u64 = 60 * 1024 * 1024;
 
@@ -230,6 +235,31 @@ fn qxh_b64(h: &mut quickxorhash::QuickXorHash) -> String {
     base64::engine::general_purpose::STANDARD.encode(h.finalize())
 }
 
+/// Reads a whole (small) file, checking its size; returns it and its quickXorHash.
+async fn buffer_all(
+    rel: &str,
+    size: u64,
+    content: &mut ByteStream,
+) -> Result<(Bytes, String), ConnectorError> {
+    let mut buf = BytesMut::with_capacity(size as usize);
+    let mut hasher = quickxorhash::QuickXorHash::new();
+    while let Some(chunk) = content.next().await {
+        let chunk = chunk.map_err(|e| ConnectorError::Io {
+            location: rel.to_owned(),
+            source: e,
+        })?;
+        if (buf.len() + chunk.len()) as u64 > size {
+            return Err(size_changed(rel, size, (buf.len() + chunk.len()) as u64));
+        }
+        hasher.update(&chunk);
+        buf.extend_from_slice(&chunk);
+    }
+    if buf.len() as u64 != size {
+        return Err(size_changed(rel, size, buf.len() as u64));
+    }
+    Ok((buf.freeze(), qxh_b64(&mut hasher)))
+}
+
 fn size_changed(rel: &str, expected: u64, got: u64) -> ConnectorError {
     ConnectorError::Io {
         location: rel.to_owned(),
@@ -355,9 +385,9 @@ impl GraphDestination {
         let mut out = Vec::new();
         let mut url = first.to_owned();
         loop {
-            let v = self.get_json(&url, what).await?;
-            if let Some(a) = v.get("value").and_then(Value::as_array) {
-                out.extend(a.iter().cloned());
+            let mut v = self.get_json(&url, what).await?;
+            if let Some(Value::Array(a)) = v.get_mut("value").map(Value::take) {
+                out.extend(a);
             }
             match v.get("@odata.nextLink").and_then(Value::as_str) {
                 Some(next) if next != url => url = next.to_owned(),
@@ -495,8 +525,70 @@ impl GraphDestination {
         subtree: &str,
     ) -> Result<Vec<DestItem>, ConnectorError> {
         let subtree = clean_rel(subtree)?;
+        if subtree.is_empty() {
+            self.scan_delta(drive).await
+        } else {
+            self.scan_children(drive, &subtree).await
+        }
+    }
+
+    /// A subtree, by listing `children` folder by folder, up to `SCAN_PARALLELISM`
+    /// folders at a time. A missing subtree has no items.
+    async fn scan_children(
+        &self,
+        drive: &DriveRef,
+        subtree: &str,
+    ) -> Result<Vec<DestItem>, ConnectorError> {
+        let Some(top) = self.item_by_path(drive, subtree).await? else {
+            return Ok(Vec::new());
+        };
+        if top.kind != ItemKind::Folder {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        let mut pending = vec![(top.id.clone(), top.rel_path.clone())];
+        let mut running = futures_util::stream::FuturesUnordered::new();
+        loop {
+            while running.len() < SCAN_PARALLELISM {
+                let Some((id, rel)) = pending.pop() else {
+                    break;
+                };
+                running.push(async move {
+                    let url = format!(
+                        "{}/items/{}/children?$top=999&$select={SCAN_SELECT}",
+                        self.drive_url(drive),
+                        encode_segment(&id)
+                    );
+                    self.get_all(&url, "The folder").await.map(|v| (rel, v))
+                });
+            }
+            let Some(done) = running.next().await else {
+                break;
+            };
+            let (parent_rel, children) = match done {
+                Ok(r) => r,
+                // A folder deleted while we scan simply has no items.
+                Err(ConnectorError::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            for c in &children {
+                let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+                let item = dest_item(c, Some(&join_rel(&parent_rel, name)));
+                if item.kind == ItemKind::Folder {
+                    pending.push((item.id.clone(), item.rel_path.clone()));
+                }
+                out.push(item);
+            }
+        }
+        out.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
+        Ok(out)
+    }
+
+    /// The whole drive, by delta from the root.
+    async fn scan_delta(&self, drive: &DriveRef) -> Result<Vec<DestItem>, ConnectorError> {
+        let subtree = String::new();
         let first = format!(
-            "{}/root/delta?$top=999&$select=id,name,size,file,folder,root,deleted,parentReference,fileSystemInfo,webUrl,createdDateTime,lastModifiedDateTime",
+            "{}/root/delta?$top=999&$select={SCAN_SELECT}",
             self.drive_url(drive)
         );
         let mut resynced = false;
@@ -515,9 +607,9 @@ impl GraphDestination {
                 if !resp.status().is_success() {
                     return Err(Failure::read(&url, resp).await.into_error("The library"));
                 }
-                let v = read_json(&url, resp).await?;
-                if let Some(a) = v.get("value").and_then(Value::as_array) {
-                    out.extend(a.iter().cloned());
+                let mut v = read_json(&url, resp).await?;
+                if let Some(Value::Array(a)) = v.get_mut("value").map(Value::take) {
+                    out.extend(a);
                 }
                 match v.get("@odata.nextLink").and_then(Value::as_str) {
                     Some(n) if n != url => url = n.to_owned(),
@@ -759,19 +851,57 @@ impl GraphDestination {
             });
         }
         let (parent_rel, name) = split_parent(&rel);
-        let parent = self.ensure_folder(drive, parent_rel).await?;
-        let base = format!(
-            "{}/items/{}:/{}:",
-            self.drive_url(drive),
-            encode_segment(&parent.id),
-            encode_segment(name)
-        );
-        let item = if size <= self.cfg.small_upload_limit || size == 0 {
-            self.upload_small(&base, &rel, size, content, created, modified)
-                .await?
+        let small = size <= self.cfg.small_upload_limit || size == 0;
+        let mut content = content;
+        // Small files are read (and hashed) before anything is sent.
+        let buffered = if small {
+            Some(buffer_all(&rel, size, &mut content).await?)
         } else {
-            self.upload_session(&base, &rel, name, size, content, created, modified)
-                .await?
+            None
+        };
+        // The parent comes from the folder cache; if it vanished meanwhile (404), it
+        // is looked up (and created) again once.
+        let mut second_try = false;
+        let item = loop {
+            let parent = self.ensure_folder(drive, parent_rel).await?;
+            let base = format!(
+                "{}/items/{}:/{}:",
+                self.drive_url(drive),
+                encode_segment(&parent.id),
+                encode_segment(name)
+            );
+            let r = match &buffered {
+                Some((body, sent)) => {
+                    self.upload_small(&base, &rel, body, sent, created, modified)
+                        .await
+                }
+                None => match self
+                    .create_session(&base, name, size, created, modified)
+                    .await
+                {
+                    Ok(upload_url) => {
+                        self.upload_session(
+                            &upload_url,
+                            &base,
+                            &rel,
+                            size,
+                            &mut content,
+                            created,
+                            modified,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            match r {
+                Err(ConnectorError::NotFound { .. }) if !second_try => {
+                    second_try = true;
+                    tracing::info!(message = "The destination folder vanished; creating it again.", path = %parent_rel);
+                    self.forget_folders(drive);
+                }
+                r => break r?,
+            }
         };
         tracing::debug!(message = "Uploaded a file.", drive = %drive.library, path = %rel, size);
         Ok(item)
@@ -781,29 +911,11 @@ impl GraphDestination {
         &self,
         base: &str,
         rel: &str,
-        size: u64,
-        mut content: ByteStream,
+        body: &Bytes,
+        sent: &str,
         created: Option<DateTime<Utc>>,
         modified: Option<DateTime<Utc>>,
     ) -> Result<DestItem, ConnectorError> {
-        let mut buf = BytesMut::with_capacity(size as usize);
-        let mut hasher = quickxorhash::QuickXorHash::new();
-        while let Some(chunk) = content.next().await {
-            let chunk = chunk.map_err(|e| ConnectorError::Io {
-                location: rel.to_owned(),
-                source: e,
-            })?;
-            if (buf.len() + chunk.len()) as u64 > size {
-                return Err(size_changed(rel, size, (buf.len() + chunk.len()) as u64));
-            }
-            hasher.update(&chunk);
-            buf.extend_from_slice(&chunk);
-        }
-        if buf.len() as u64 != size {
-            return Err(size_changed(rel, size, buf.len() as u64));
-        }
-        let sent = qxh_b64(&mut hasher);
-        let body: Bytes = buf.freeze();
         let url = format!("{base}/content?@microsoft.graph.conflictBehavior=replace");
         let mut renewed = false;
         let resp = loop {
@@ -833,7 +945,7 @@ impl GraphDestination {
         }
         let v = read_json(&url, resp).await?;
         let mut item = dest_item(&v, Some(rel));
-        check_hash(rel, &sent, &item)?;
+        check_hash(rel, sent, &item)?;
         if created.is_some() || modified.is_some() {
             let patched = self
                 .set_times(&item.id, base, rel, created, modified)
@@ -878,17 +990,15 @@ impl GraphDestination {
         Ok(dest_item(&v, Some(rel)))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn upload_session(
+    /// Starts an upload session; returns its (pre-authorised) upload URL.
+    async fn create_session(
         &self,
         base: &str,
-        rel: &str,
         name: &str,
         size: u64,
-        mut content: ByteStream,
         created: Option<DateTime<Utc>>,
         modified: Option<DateTime<Utc>>,
-    ) -> Result<DestItem, ConnectorError> {
+    ) -> Result<String, ConnectorError> {
         let mut fsi = serde_json::Map::new();
         if let Some(c) = created {
             fsi.insert("createdDateTime".into(), json!(fmt_time(c)));
@@ -919,21 +1029,31 @@ impl GraphDestination {
                 .into_error("The parent folder"));
         }
         let v = read_json(&url, resp).await?;
-        let upload_url = v
-            .get("uploadUrl")
+        v.get("uploadUrl")
             .and_then(Value::as_str)
+            .map(str::to_owned)
             .ok_or_else(|| ConnectorError::Protocol {
                 url: redact_url(&url),
                 message: "createUploadSession answered without an uploadUrl".to_owned(),
-            })?
-            .to_owned();
-        let result = self
-            .send_fragments(&upload_url, rel, size, &mut content)
-            .await;
+            })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn upload_session(
+        &self,
+        upload_url: &str,
+        base: &str,
+        rel: &str,
+        size: u64,
+        content: &mut ByteStream,
+        created: Option<DateTime<Utc>>,
+        modified: Option<DateTime<Utc>>,
+    ) -> Result<DestItem, ConnectorError> {
+        let result = self.send_fragments(upload_url, rel, size, content).await;
         let (sent, final_item) = match result {
             Ok(r) => r,
             Err(e) => {
-                self.cancel_session(&upload_url).await;
+                self.cancel_session(upload_url).await;
                 return Err(e);
             }
         };

@@ -1017,3 +1017,114 @@ async fn token_source_is_object_safe() {
     assert_eq!(t.token().await.unwrap(), "x");
     let _ = poll_until(Duration::from_secs(1), || async { Some(()) }).await;
 }
+
+#[tokio::test]
+async fn graph_upload_recreates_a_vanished_parent() {
+    let sim = TestSim::start().await;
+    let g = sim.graph();
+    let drive = g.resolve_library(&sim.base, "Documents").await.unwrap();
+    g.upload(
+        &drive,
+        "gone/x.txt",
+        1,
+        stream_of(b"x".to_vec(), 1),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    // Someone deletes the folder behind our back (our folder cache still has it).
+    let folder = g.item_by_path(&drive, "gone").await.unwrap().unwrap();
+    let token = sim.tokens().token().await.unwrap();
+    let r = reqwest::Client::new()
+        .delete(format!(
+            "{}/drives/{}/items/{}",
+            sim.graph_base(),
+            drive.drive_id,
+            folder.id
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    for (name, size) in [("gone/y.txt", 1usize), ("gone/z.bin", 5_000_000)] {
+        let it = g
+            .upload(
+                &drive,
+                name,
+                size as u64,
+                stream_of(bytes_of(size, 9), 65_536),
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(it.rel_path, name);
+        if name == "gone/y.txt" {
+            // Recreated: a different folder now.
+            let again = g.item_by_path(&drive, "gone").await.unwrap().unwrap();
+            assert_ne!(again.id, folder.id);
+        }
+    }
+    sim.stop().await;
+}
+
+/// Scan cost on a 20,000-file library: delta for the whole drive, `children` for a
+/// subtree. Run with `--run-ignored all` to see the numbers.
+#[tokio::test]
+#[ignore = "measurement, ~20 s"]
+async fn measure_scan_20000() {
+    let mut items = Vec::new();
+    for f in 0..400 {
+        for i in 0..50 {
+            items.push(ItemSpec {
+                path: format!("All/F{f:03}/file {i:02}.txt"),
+                content: Some(String::new()),
+                ..Default::default()
+            });
+        }
+    }
+    let t = std::time::Instant::now();
+    let sim = TestSim::start_with(|c| {
+        c.farm = Some(Farm {
+            sites: vec![SiteSpec {
+                url: "/sites/big".to_owned(),
+                libraries: vec![LibSpec {
+                    title: "Documents".to_owned(),
+                    items,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        })
+    })
+    .await;
+    eprintln!("seeded 20,401 items in {:?}", t.elapsed());
+    let g = sim.graph();
+    let drive = g
+        .resolve_library(&sim.url("/sites/big"), "Documents")
+        .await
+        .unwrap();
+    for latency_ms in [0u64, 50] {
+        let r = reqwest::Client::new()
+            .put(sim.url("/_sim/settings"))
+            .json(&serde_json::json!({"faults": {"latency_ms": latency_ms}}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        for (label, subtree) in [("delta (whole drive)", ""), ("children (subtree)", "All")] {
+            let before = g.stats().snapshot().requests;
+            let t = std::time::Instant::now();
+            let items = g.scan(&drive, subtree).await.unwrap();
+            eprintln!(
+                "latency {latency_ms} ms, {label}: {} items, {} requests, {:?}",
+                items.len(),
+                g.stats().snapshot().requests - before,
+                t.elapsed()
+            );
+        }
+    }
+    sim.stop().await;
+}
