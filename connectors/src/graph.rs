@@ -1389,6 +1389,30 @@ mod tests {
     }
 
     #[test]
+    fn hash_mismatch_is_reported() {
+        let item = dest_item(
+            &json!({"id":"1","name":"a","file":{"hashes":{"quickXorHash":"stored"}},"webUrl":"http://x/a"}),
+            Some("a"),
+        );
+        assert!(check_hash("a", "stored", &item).is_ok());
+        match check_hash("a", "sent", &item) {
+            Err(ConnectorError::HashMismatch {
+                sent,
+                stored,
+                location,
+            }) => {
+                assert_eq!(
+                    (sent.as_str(), stored.as_str(), location.as_str()),
+                    ("sent", "stored", "http://x/a")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let no_hash = dest_item(&json!({"id":"1","name":"a","file":{}}), Some("a"));
+        assert!(check_hash("a", "sent", &no_hash).is_ok());
+    }
+
+    #[test]
     fn expected_ranges() {
         assert_eq!(
             next_expected(&json!({"nextExpectedRanges":["26-"]})),

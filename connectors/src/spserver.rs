@@ -192,8 +192,25 @@ impl SpServerSource {
         );
         let resp = src.get(&url).await?;
         if !resp.status().is_success() {
+            let schemes: Vec<String> = resp
+                .headers()
+                .get_all("www-authenticate")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .filter_map(|v| v.split_whitespace().next())
+                .map(str::to_owned)
+                .collect();
             let f = Failure::read(&url, resp).await;
+            let basic_offered =
+                schemes.is_empty() || schemes.iter().any(|s| s.eq_ignore_ascii_case("basic"));
             return Err(match f.status {
+                401 if !basic_offered => ConnectorError::Auth {
+                    target: src.site_url.clone(),
+                    message: format!(
+                        "the server offers only {} sign-in and Ferry signs in with Basic; ask the farm admin to enable Basic authentication (over HTTPS) on the web application",
+                        schemes.join(", ")
+                    ),
+                },
                 401 | 403 => ConnectorError::Auth {
                     target: src.site_url.clone(),
                     message: format!("{} (as {user})", f.message),

@@ -1128,3 +1128,42 @@ async fn measure_scan_20000() {
     }
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn graph_upload_url_gets_no_authorization_header() {
+    let (sim, rec) = Recorder::start_sim().await;
+    let g = sim.graph_with(|c| {
+        c.small_upload_limit = 0;
+        c.fragment_size = FRAGMENT_MULTIPLE;
+    });
+    let drive = g.resolve_library(&sim.base, "Documents").await.unwrap();
+    let data = bytes_of(2 * FRAGMENT_MULTIPLE as usize + 10, 4);
+    let it = g
+        .upload(
+            &drive,
+            "via proxy.bin",
+            data.len() as u64,
+            stream_of(data.clone(), 50_000),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(it.quick_xor_hash.as_deref(), Some(qxh(&data).as_str()));
+    let fragments = rec.requests_starting("PUT /_api/v2.0/uploadSession");
+    assert_eq!(fragments.len(), 3, "{fragments:?}");
+    for f in &fragments {
+        let lower = f.to_ascii_lowercase();
+        assert!(
+            !lower.contains("\r\nauthorization:"),
+            "Authorization sent to the upload URL:\n{f}"
+        );
+        assert!(lower.contains("\r\ncontent-range: bytes "), "{f}");
+    }
+    // The API calls themselves are authorised.
+    let api = rec.requests_starting("POST /v1.0/drives/");
+    assert!(api.iter().all(|h| h
+        .to_ascii_lowercase()
+        .contains("\r\nauthorization: bearer ")));
+    sim.stop().await;
+}

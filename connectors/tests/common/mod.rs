@@ -155,3 +155,70 @@ pub fn dead_port() -> u16 {
     drop(l);
     p
 }
+
+/// A TCP proxy in front of the emulator that records every byte clients send, to
+/// check headers on the wire.
+pub struct Recorder {
+    pub sent: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Recorder {
+    /// Binds the proxy, starts the emulator with the proxy as its public URL (so
+    /// upload URLs and next links come back through it), and forwards.
+    pub async fn start_sim() -> (TestSim, Recorder) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let public = format!("http://{}", listener.local_addr().expect("addr"));
+        let sim = TestSim::start_with(|c| c.public_url = Some(public.clone())).await;
+        let target = sim.handle.as_ref().expect("handle").addr;
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let rec = sent.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let rec = rec.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.split();
+                    let (mut sr, mut sw) = server.split();
+                    let up = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match cr.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            rec.lock().unwrap().extend_from_slice(&buf[..n]);
+                            if sw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = sw.shutdown().await;
+                    };
+                    let down = async {
+                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                        let _ = cw.shutdown().await;
+                    };
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        (sim, Recorder { sent })
+    }
+
+    /// Header blocks of the requests whose request line starts with `prefix`.
+    pub fn requests_starting(&self, prefix: &str) -> Vec<String> {
+        let data = self.sent.lock().unwrap().clone();
+        let text = String::from_utf8_lossy(&data).into_owned();
+        text.match_indices(prefix)
+            .map(|(i, _)| {
+                let rest = &text[i..];
+                let end = rest.find("\r\n\r\n").unwrap_or(rest.len());
+                rest[..end].to_owned()
+            })
+            .collect()
+    }
+}
