@@ -116,26 +116,8 @@ pub fn item_json(sim: &Sim, st: &State, id: Uuid, api_base: &str) -> Value {
 }
 
 fn folder_size(st: &State, id: Uuid) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![id];
-    let mut guard = 0;
-    while let Some(c) = stack.pop() {
-        guard += 1;
-        if guard > 100_000 {
-            break;
-        }
-        if let Some(ch) = st.children.get(&c) {
-            for k in ch.values() {
-                let i = &st.items[k];
-                if i.folder {
-                    stack.push(*k);
-                } else {
-                    total += i.size;
-                }
-            }
-        }
-    }
-    total
+    // Folders carry the aggregate size of their subtree (maintained on every write).
+    st.items.get(&id).map_or(0, |i| i.size)
 }
 
 /// Rough MIME type by extension.
@@ -622,7 +604,10 @@ async fn drive(
                     ));
                 }
             }
-            let w = ops::write_blob(sim, body, sim.cfg.max_simple_upload_bytes).await?;
+            let len = ctx
+                .header("content-length")
+                .and_then(|v| v.parse::<u64>().ok());
+            let w = ops::write_blob_sized(sim, body, sim.cfg.max_simple_upload_bytes, len).await?;
             match ops::commit_file(
                 sim,
                 parent,

@@ -57,6 +57,36 @@ pub fn qxh_b64(h: &mut quickxorhash::QuickXorHash) -> String {
 
 /// Stream a request body into a new blob, hashing on the way. Never buffers the whole body.
 pub async fn write_blob(sim: &Sim, body: Body, limit: u64) -> SimResult<Written> {
+    write_blob_sized(sim, body, limit, None).await
+}
+
+/// Like [`write_blob`]; a small body with a known length (≤ 1 MiB) is read into memory and
+/// written + hashed in one blocking call (fewer thread hops per small file).
+pub async fn write_blob_sized(
+    sim: &Sim,
+    body: Body,
+    limit: u64,
+    len: Option<u64>,
+) -> SimResult<Written> {
+    if let Some(n) = len.filter(|n| *n <= (1 << 20) && *n <= limit) {
+        let data = axum::body::to_bytes(body, n as usize).await.map_err(|_| {
+            SimError::InvalidRequest("The body does not match its Content-Length.".into())
+        })?;
+        let blob = Uuid::new_v4();
+        let path = sim.store.blob_path(blob);
+        let (size, qxh) = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
+            let mut h = quickxorhash::QuickXorHash::new();
+            h.update(&data);
+            std::fs::write(&path, &data)?;
+            Ok((data.len() as u64, qxh_b64(&mut h)))
+        })
+        .await
+        .map_err(|e| SimError::Store(e.to_string()))??;
+        sim.counters
+            .uploaded_bytes
+            .fetch_add(size, Ordering::Relaxed);
+        return Ok(Written { blob, size, qxh });
+    }
     let blob = Uuid::new_v4();
     let tmp = sim.store.uploads.join(format!("{}.tmp", blob.simple()));
     let res = async {

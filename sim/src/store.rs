@@ -310,7 +310,9 @@ impl State {
 
     /// Give an existing item (and its ancestors) a new change sequence so delta reports
     /// them, as Graph does for the parents of a changed item.
-    fn touch_chain(&mut self, mut cur: Option<Uuid>) {
+    /// `size_delta` is added to each ancestor's aggregate size (folders carry the total
+    /// size of their subtree, as Graph reports it).
+    fn touch_chain(&mut self, mut cur: Option<Uuid>, size_delta: i64) {
         let mut guard = 0;
         while let Some(id) = cur {
             guard += 1;
@@ -325,6 +327,7 @@ impl State {
             }
             self.seq += 1;
             it.seq = self.seq;
+            it.size = it.size.saturating_add_signed(size_delta);
             self.by_seq
                 .entry(it.list_id)
                 .or_default()
@@ -337,7 +340,11 @@ impl State {
 
     /// Insert or replace an item, bumping its change sequence and its ancestors'; persists it.
     pub fn upsert_item(&mut self, mut it: Item) {
-        let old_parent = self.items.get(&it.unique_id).and_then(|o| o.parent);
+        let contrib = |i: &Item| if i.deleted { 0 } else { i.size as i64 };
+        let (old_parent, old_contrib) = match self.items.get(&it.unique_id) {
+            Some(o) => (o.parent, contrib(o)),
+            None => (None, 0),
+        };
         if let Some(old) = self.items.get(&it.unique_id).cloned() {
             self.unindex_item(&old);
             if let Some(m) = self.by_seq.get_mut(&old.list_id) {
@@ -345,9 +352,11 @@ impl State {
             }
         }
         if old_parent.is_some() && old_parent != it.parent {
-            self.touch_chain(old_parent);
+            self.touch_chain(old_parent, -old_contrib);
+            self.touch_chain(it.parent, contrib(&it));
+        } else {
+            self.touch_chain(it.parent, contrib(&it) - old_contrib);
         }
-        self.touch_chain(it.parent);
         self.seq += 1;
         it.seq = self.seq;
         self.by_seq

@@ -887,6 +887,15 @@ async fn graph_children_paging() {
     let (_, many) = sim
         .get_json(&tok, &format!("/v1.0/drives/{did}/root:/many"))
         .await;
+    assert_eq!(
+        many["size"], 300,
+        "folders report the aggregate size of their subtree"
+    );
+    assert_eq!(many["folder"]["childCount"], 25);
+    let (_, root) = sim
+        .get_json(&tok, &format!("/v1.0/drives/{did}/root"))
+        .await;
+    assert_eq!(root["size"], 300);
     let (_, v) = sim
         .get_json(
             &tok,
