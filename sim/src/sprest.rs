@@ -729,7 +729,42 @@ fn navigate(
                 .is_some_and(|e| e.to_ascii_lowercase().contains("rootfolder"));
             wrap_entity(verbose, select(out.list(l, expand), sel))
         }
-        Obj::Folder(i) => wrap_entity(verbose, select(out.folder(i), sel)),
+        Obj::Folder(i) => {
+            let mut f = out.folder(i);
+            let expand = ctx.q("$expand").unwrap_or("").to_ascii_lowercase();
+            for (key, want_folders) in [("Files", false), ("Folders", true)] {
+                if expand
+                    .split(',')
+                    .any(|e| e.trim() == key.to_ascii_lowercase())
+                {
+                    let vals: Vec<Value> = st
+                        .children
+                        .get(&i)
+                        .map(|c| {
+                            c.values()
+                                .filter(|id| st.items[id].folder == want_folders)
+                                .map(|id| {
+                                    if want_folders {
+                                        out.folder(*id)
+                                    } else {
+                                        out.file(*id)
+                                    }
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    f[key] = if verbose {
+                        json!({"results": vals})
+                    } else {
+                        json!(vals)
+                    };
+                }
+            }
+            if expand.split(',').any(|e| e.trim() == "listitemallfields") {
+                f["ListItemAllFields"] = out.list_item(i, None);
+            }
+            wrap_entity(verbose, select(f, sel))
+        }
         Obj::File(i) => wrap_entity(verbose, select(out.file(i), sel)),
         Obj::Item(i) => wrap_entity(verbose, out.list_item(i, sel)),
         Obj::Files(fo) | Obj::Folders(fo) => {
@@ -773,10 +808,14 @@ fn navigate(
             let mut last = 0;
             let mut more = false;
             if let Some(m) = st.by_item_id.get(&l) {
+                let filter = ctx.q("$filter");
                 for (n, id) in m.range(after + 1..) {
                     if vals.len() == top {
                         more = true;
                         break;
+                    }
+                    if filter.is_some() && !filter_ok(&out.list_item(*id, None), filter)? {
+                        continue;
                     }
                     vals.push(out.list_item(*id, sel));
                     last = *n;
@@ -787,6 +826,9 @@ fn navigate(
                 let mut u = format!("{}/Web/Lists(guid'{}')/items?%24skiptoken=Paged%3dTRUE%26p_ID%3d{last}&%24top={top}", out.api(lib.web_id), l);
                 if let Some(s) = ctx.q("$select") {
                     u.push_str(&format!("&%24select={}", encode_q(s)));
+                }
+                if let Some(f) = ctx.q("$filter") {
+                    u.push_str(&format!("&%24filter={}", encode_q(f)));
                 }
                 u
             });

@@ -419,6 +419,15 @@ async fn sp_rest_webs_lists_folders_files_verbose_and_nometadata() {
     assert_eq!(files[0]["Length"], "10");
     let (_, v) = sim.sp_get(&format!("{f}/Folders"), NOMETA).await;
     assert_eq!(v["value"][0]["Name"], "2024");
+    let (_, v) = sim
+        .sp_get(&format!("{f}?$expand=Files,Folders"), VERBOSE)
+        .await;
+    assert_eq!(v["d"]["Files"]["results"].as_array().unwrap().len(), 5);
+    assert_eq!(v["d"]["Folders"]["results"][0]["Name"], "2024");
+    let (_, v) = sim
+        .sp_get(&format!("{f}?$expand=Files,Folders"), NOMETA)
+        .await;
+    assert_eq!(v["Files"].as_array().unwrap().len(), 5);
     let (_, v) = sim.sp_get(&format!("{f}/ListItemAllFields"), NOMETA).await;
     assert_eq!(v["FSObjType"], "1");
     assert_eq!(v["FileRef"], "/sites/hr/Shared Documents/Policies");
@@ -573,6 +582,29 @@ async fn sp_rest_list_items_paging_verbose_and_nometadata() {
         }
     }
     assert_eq!((pages, count), (3, 251));
+    // $filter on list items (files only), paging keeps the filter.
+    let mut url = sim.url(&format!("/sites/big/_api/web/lists(guid'{id}')/items?$select=Id,FSObjType&$filter=FSObjType%20eq%200&$top=200"));
+    let mut files = 0;
+    loop {
+        let r = sim
+            .http
+            .get(&url)
+            .basic_auth("someone@example.com", Some("password"))
+            .header("accept", NOMETA)
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        for it in v["value"].as_array().unwrap() {
+            assert_eq!(it["FSObjType"], "0");
+            files += 1;
+        }
+        match v["odata.nextLink"].as_str() {
+            Some(n) => url = n.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(files, 250);
     // Explicit skiptoken.
     let (s, v) = sim.sp_get(&format!("/sites/big/_api/web/lists(guid'{id}')/items?$skiptoken=Paged%3DTRUE%26p_ID%3D249&$select=Id"), NOMETA).await;
     assert_eq!(s, 200);
