@@ -67,6 +67,11 @@ pub struct Config {
     /// Answer `GET .../content` with `302` to a pre-authorised URL (Graph's behaviour)
     /// instead of streaming directly. Default: true.
     pub download_redirect: bool,
+    /// Reject upload-session fragments that are not a multiple of 327,680 bytes (except
+    /// the last), as Microsoft documents. Some clients (e.g. office365-rest-python-client's
+    /// default 2,000,000-byte chunks) break that rule; set false to tolerate them.
+    /// Default: true.
+    pub strict_fragment_multiple: bool,
 }
 
 /// An application registered in the emulated Entra ID tenant.
@@ -121,7 +126,7 @@ pub struct FaultConfig {
     pub error_503_share: f64,
     /// Share (0.0–1.0) of API requests answered `500 Internal Server Error`. Default 0.
     pub error_500_share: f64,
-    /// `Retry-After` seconds sent with injected 503s. Default 0 (header value "0"... read as 1).
+    /// `Retry-After` seconds sent with injected 503s. Default 0, sent as 1 (the minimum).
     pub retry_after_secs: u64,
 }
 
@@ -170,6 +175,7 @@ impl Default for Config {
             items_page_size: 100,
             device_code_interval_secs: 1,
             download_redirect: true,
+            strict_fragment_multiple: true,
         }
     }
 }

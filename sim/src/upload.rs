@@ -298,7 +298,7 @@ fn check_fragment(
         ));
     }
     let last = b + 1 == total;
-    if !last && len % FRAGMENT_MULTIPLE != 0 {
+    if sim.cfg.strict_fragment_multiple && !last && len % FRAGMENT_MULTIPLE != 0 {
         return Err(SimError::InvalidRequest(format!(
             "The fragment size {len} is not a multiple of 327680 bytes."
         )));

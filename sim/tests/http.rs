@@ -2470,3 +2470,41 @@ async fn two_instances_source_farm_and_destination_tenant() {
     src.stop().await;
     dst.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lenient_fragment_sizes_when_configured() {
+    let sim = TestSim::start_with(|c| c.strict_fragment_multiple = false).await;
+    let tok = sim.token().await;
+    let did = sim.root_drive(&tok).await;
+    let data = bytes(2_000_000 * 2 + 7, 5);
+    let (_, sess) = create_session(
+        &sim,
+        &tok,
+        &format!("/v1.0/drives/{did}/root:/odd.bin:/createUploadSession"),
+        json!({}),
+    )
+    .await;
+    let url = sess["uploadUrl"].as_str().unwrap().to_owned();
+    assert_eq!(
+        put_fragment(&sim, &url, &data[..2_000_000], 0, data.len())
+            .await
+            .0,
+        202
+    );
+    assert_eq!(
+        put_fragment(
+            &sim,
+            &url,
+            &data[2_000_000..4_000_000],
+            2_000_000,
+            data.len()
+        )
+        .await
+        .0,
+        202
+    );
+    let (s, v) = put_fragment(&sim, &url, &data[4_000_000..], 4_000_000, data.len()).await;
+    assert_eq!(s, 201);
+    assert_eq!(v["file"]["hashes"]["quickXorHash"], qxh(&data));
+    sim.stop().await;
+}
