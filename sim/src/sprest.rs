@@ -809,7 +809,7 @@ fn navigate(
             let mut more = false;
             if let Some(m) = st.by_item_id.get(&l) {
                 let filter = ctx.q("$filter");
-                for (n, id) in m.range(after + 1..) {
+                for (n, id) in m.range(after.saturating_add(1)..) {
                     if vals.len() == top {
                         more = true;
                         break;

@@ -2508,3 +2508,98 @@ async fn lenient_fragment_sizes_when_configured() {
     assert_eq!(v["file"]["hashes"]["quickXorHash"], qxh(&data));
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_never_yields_5xx() {
+    let sim = hr().await;
+    let tok = sim.token().await;
+    let did = sim.root_drive(&tok).await;
+    let addr = sim.handle.as_ref().unwrap().addr;
+    let auth = format!("Bearer {tok}");
+    let (_, lists) = sim
+        .sp_get("/sites/hr/_api/web/lists/getbytitle('Documents')", NOMETA)
+        .await;
+    let lid = lists["Id"].as_str().unwrap().to_owned();
+    let paths = vec![
+        format!("/sites/hr/_api/web/lists(guid'{lid}')/items?$skiptoken=Paged%3DTRUE%26p_ID%3D18446744073709551615"),
+        format!("/sites/hr/_api/web/lists(guid'{lid}')/items?$top=99999999999999999999999"),
+        format!("/sites/hr/_api/web/lists(guid'{lid}')/items?$skiptoken=garbage"),
+        format!("/sites/hr/_api/web/lists(guid'{lid}')/items(99999999999999999999)"),
+        "/sites/hr/_api/web/lists?$filter=BaseTemplate%20gt%20100".into(),
+        "/sites/hr/_api/web/lists?$filter=%27".into(),
+        "/sites/hr/_api/web/GetFolderByServerRelativeUrl(@a)?@a=nope".into(),
+        "/sites/hr/_api/web/GetFolderByServerRelativeUrl(@a)/Files".into(),
+        "/sites/hr/_api/web/GetFileByServerRelativeUrl('')/$value".into(),
+        "/sites/hr/_api/".into(),
+        "/sites/hr/_api".into(),
+        "/sites/hr/_api/web/webs/add".into(),
+        "/sites/hr/_api/web/((((".into(),
+        "/sites/hr/_api/web/lists(guid'{00000000-0000-0000-0000-000000000000}')".into(),
+        "/_api/SPSiteManager/status".into(),
+        "/_api/SPSiteManager/status?url='%ff'".into(),
+        "/v1.0/".into(),
+        "/v1.0/sites/".into(),
+        "/v1.0/sites/,,,".into(),
+        "/v1.0/sites/127.0.0.1,not-a-guid,also-not".into(),
+        "/v1.0/drives/b!!!".into(),
+        "/v1.0/drives/b!AAAA/root".into(),
+        format!("/v1.0/drives/{did}/items/zzz"),
+        format!("/v1.0/drives/{did}/items/"),
+        format!("/v1.0/drives/{did}/root:"),
+        format!("/v1.0/drives/{did}/root::"),
+        format!("/v1.0/drives/{did}/root:/:/children"),
+        format!("/v1.0/drives/{did}/root/delta?token=i99999999999999999999999"),
+        format!("/v1.0/drives/{did}/root/delta?token=-1"),
+        format!("/v1.0/drives/{did}/root/children?$skiptoken=%%%"),
+        format!("/v1.0/drives/{did}/root/children?$skiptoken=____"),
+        format!("/v1.0/drives/{did}/root/nonsense"),
+        "/_api/v2.0/uploadSession?guid='x'&tempauth=y".into(),
+        "/_layouts/15/download.aspx?UniqueId=zz".into(),
+        "/nothing/here".into(),
+        "/_sim/nothing".into(),
+    ];
+    for p in &paths {
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "MERGE"] {
+            let (s, v) = raw(
+                addr,
+                method,
+                p,
+                &[
+                    ("Authorization", &auth),
+                    ("Content-Type", "application/json"),
+                ],
+                b"{\"name\":",
+            )
+            .await;
+            assert!(
+                (400..500).contains(&s) || (200..300).contains(&s),
+                "{method} {p}: {s} {v}"
+            );
+        }
+    }
+    // Hostile Content-Range values on a real session.
+    let (_, sess) = create_session(
+        &sim,
+        &tok,
+        &format!("/v1.0/drives/{did}/root:/cr.bin:/createUploadSession"),
+        json!({}),
+    )
+    .await;
+    let url = sess["uploadUrl"].as_str().unwrap();
+    let path = &url[sim.base.len()..];
+    for cr in [
+        "bytes 5-3/10",
+        "bytes 0-18446744073709551615/18446744073709551616",
+        "bytes 0-0/0",
+        "bytes -1-2/3",
+        "bytes 0-1/*",
+        "items 0-1/2",
+        "bytes 0-1/2/3",
+    ] {
+        let (s, v) = raw(addr, "PUT", path, &[("Content-Range", cr)], b"ab").await;
+        assert!((400..500).contains(&s), "{cr}: {s} {v}");
+    }
+    let (s, _) = sim.get_json(&tok, "/v1.0/sites/root").await;
+    assert_eq!(s, 200);
+    sim.stop().await;
+}
