@@ -6,7 +6,8 @@
 //! - `429`/`503` with `Retry-After` (seconds or an HTTP date): wait exactly that long,
 //!   capped by [`HttpConfig::max_retry_after`], then send again. Counted in
 //!   [`HttpStats::throttled_waits`] / [`HttpStats::throttled_ms`]. The server refused
-//!   the request before acting on it, so this is safe for every method.
+//!   the request before acting on it, so this is safe for every method. Every other
+//!   request of the same connector holds back until the wait is over too.
 //! - `429`/`503` without `Retry-After`, other `5xx`, timeouts and connection errors:
 //!   exponential backoff with full jitter — only for requests marked idempotent
 //!   (or replayable); a connection that was never established is retried always.
@@ -41,6 +42,10 @@ pub struct HttpConfig {
     pub connect_timeout: Duration,
     /// Time allowed without progress reading a response (per read). Default 5 minutes.
     pub read_timeout: Duration,
+    /// Most requests in flight at once through this connector; after throttling the
+    /// limit halves (down to 1) and grows back by one per round of successes
+    /// (AIMD), so a busy fleet backs off instead of collecting 429s. Default 64.
+    pub max_concurrency: usize,
     /// `User-Agent`; Microsoft asks migration tools to decorate it
     /// (`ISV|Company|App/Version`) so that throttling is attributed fairly.
     pub user_agent: String,
@@ -55,6 +60,7 @@ impl Default for HttpConfig {
             max_backoff: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(300),
+            max_concurrency: 64,
             user_agent: format!("ISV|Ferry|Ferry/{}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -71,6 +77,8 @@ pub struct HttpStats {
     pub retries: AtomicU64,
     /// Requests sent (every attempt counts).
     pub requests: AtomicU64,
+    /// Current adaptive limit of requests in flight (see [`HttpConfig::max_concurrency`]).
+    pub concurrency_limit: AtomicU64,
 }
 
 /// A plain copy of [`HttpStats`] at one moment.
@@ -80,6 +88,7 @@ pub struct HttpStatsSnapshot {
     pub throttled_ms: u64,
     pub retries: u64,
     pub requests: u64,
+    pub concurrency_limit: u64,
 }
 
 impl HttpStats {
@@ -90,6 +99,7 @@ impl HttpStats {
             throttled_ms: self.throttled_ms.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
+            concurrency_limit: self.concurrency_limit.load(Ordering::Relaxed),
         }
     }
 }
@@ -110,6 +120,103 @@ pub(crate) struct Http {
     pub(crate) client: reqwest::Client,
     pub(crate) cfg: HttpConfig,
     pub(crate) stats: Arc<HttpStats>,
+    /// When the service throttles one request, every request of this connector
+    /// waits out the same `Retry-After` instead of collecting more 429s (which
+    /// Microsoft counts against the app and can prolong the throttling).
+    pause_until: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
+    /// Adaptive limit of requests in flight.
+    limiter: Arc<Limiter>,
+}
+
+/// AIMD limit on requests in flight.
+#[derive(Debug)]
+struct Limiter {
+    state: std::sync::Mutex<LimitState>,
+    notify: tokio::sync::Notify,
+    stats: Arc<HttpStats>,
+}
+
+#[derive(Debug)]
+struct LimitState {
+    limit: f64,
+    max: f64,
+    in_flight: usize,
+    /// No further decrease before this (one decrease per throttling episode).
+    hold_until: Option<tokio::time::Instant>,
+}
+
+/// One request in flight; dropping it frees the slot.
+struct Slot(Arc<Limiter>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut s = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.in_flight = s.in_flight.saturating_sub(1);
+        drop(s);
+        self.0.notify.notify_waiters();
+    }
+}
+
+impl Limiter {
+    fn new(max: usize, stats: Arc<HttpStats>) -> Self {
+        let max = max.max(1) as f64;
+        stats.concurrency_limit.store(max as u64, Ordering::Relaxed);
+        Self {
+            state: std::sync::Mutex::new(LimitState {
+                limit: max,
+                max,
+                in_flight: 0,
+                hold_until: None,
+            }),
+            notify: tokio::sync::Notify::new(),
+            stats,
+        }
+    }
+
+    async fn acquire(self: &Arc<Self>) -> Slot {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                if (s.in_flight as f64) < s.limit.floor().max(1.0) {
+                    s.in_flight += 1;
+                    return Slot(self.clone());
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Multiplicative decrease to half of what was really in flight, once per
+    /// throttling episode (answers to requests already in flight do not count again).
+    fn throttled(&self, wait: Duration) {
+        let now = tokio::time::Instant::now();
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.hold_until.is_some_and(|h| now < h) {
+            return;
+        }
+        s.hold_until = Some(now + wait);
+        let in_flight = (s.in_flight + 1) as f64;
+        s.limit = (s.limit.min(in_flight) / 2.0).max(1.0);
+        self.stats
+            .concurrency_limit
+            .store(s.limit.floor() as u64, Ordering::Relaxed);
+    }
+
+    /// Additive increase: about +1 per `limit` successes.
+    fn succeeded(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.limit < s.max {
+            s.limit = (s.limit + 1.0 / s.limit.max(1.0)).min(s.max);
+            self.stats
+                .concurrency_limit
+                .store(s.limit.floor() as u64, Ordering::Relaxed);
+            drop(s);
+            self.notify.notify_waiters();
+        }
+    }
 }
 
 /// Whether a request may be sent again after an ambiguous failure.
@@ -142,10 +249,13 @@ impl Http {
             })?;
         let mut cfg = cfg;
         cfg.max_attempts = cfg.max_attempts.max(1);
+        let stats = Arc::new(HttpStats::default());
         Ok(Self {
             client,
+            limiter: Arc::new(Limiter::new(cfg.max_concurrency, stats.clone())),
             cfg,
-            stats: Arc::new(HttpStats::default()),
+            stats,
+            pause_until: Arc::new(std::sync::Mutex::new(None)),
         })
     }
 
@@ -166,8 +276,13 @@ impl Http {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            self.wait_out_pause().await;
+            let slot = self.limiter.acquire().await;
+            self.wait_out_pause().await;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            match build().send().await {
+            let sent = build().send().await;
+            drop(slot);
+            match sent {
                 Ok(resp) => {
                     let status = resp.status();
                     let throttled = status == StatusCode::TOO_MANY_REQUESTS
@@ -196,6 +311,8 @@ impl Http {
                             attempt
                         );
                         drop(resp);
+                        self.limiter.throttled(wait);
+                        self.pause_all(wait);
                         tokio::time::sleep(wait).await;
                         continue;
                     }
@@ -222,6 +339,9 @@ impl Http {
                         drop(resp);
                         tokio::time::sleep(wait).await;
                         continue;
+                    }
+                    if !status.is_server_error() {
+                        self.limiter.succeeded();
                     }
                     return Ok(resp);
                 }
@@ -253,6 +373,25 @@ impl Http {
                     tokio::time::sleep(wait).await;
                 }
             }
+        }
+    }
+
+    /// Sleeps while the connector is paused by a throttling answer.
+    async fn wait_out_pause(&self) {
+        loop {
+            let until = *self.pause_until.lock().unwrap_or_else(|e| e.into_inner());
+            match until {
+                Some(t) if t > tokio::time::Instant::now() => tokio::time::sleep_until(t).await,
+                _ => return,
+            }
+        }
+    }
+
+    fn pause_all(&self, wait: Duration) {
+        let until = tokio::time::Instant::now() + wait;
+        let mut p = self.pause_until.lock().unwrap_or_else(|e| e.into_inner());
+        if p.is_none_or(|t| t < until) {
+            *p = Some(until);
         }
     }
 

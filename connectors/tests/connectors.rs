@@ -706,6 +706,40 @@ async fn graph_throttling_waits_retry_after_and_completes() {
     assert!(s.throttled_waits > 0, "{s:?}");
     assert!(s.throttled_ms >= 1000 * s.throttled_waits.min(1), "{s:?}");
     assert_eq!(g.scan(&drive, "t").await.unwrap().len(), 4);
+
+    // Concurrent uploads through one destination: all finish; one 429 pauses them all.
+    let g = Arc::new(g);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (g, d) = (g.clone(), drive.clone());
+        tasks.push(tokio::spawn(async move {
+            g.upload(
+                &d,
+                &format!("c/f{i}.txt"),
+                1,
+                stream_of(b"c".to_vec(), 1),
+                None,
+                None,
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().expect("upload under throttling");
+    }
+    let counters: serde_json::Value = reqwest::get(sim.url("/_sim/counters"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let s = g.stats().snapshot();
+    assert_eq!(
+        counters["throttled"].as_u64(),
+        Some(s.throttled_waits),
+        "{counters} {s:?}"
+    );
+    eprintln!("throttling: {s:?}");
     sim.stop().await;
 }
 
