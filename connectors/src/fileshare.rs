@@ -92,6 +92,19 @@ impl FileShareSource {
             location: location.clone(),
             source,
         };
+        // Like the walk, never go through a symlinked folder.
+        let mut dir = self.root.clone();
+        let segs: Vec<&str> = rel_path.split('/').collect();
+        for seg in &segs[..segs.len() - 1] {
+            dir.push(seg);
+            let m = tokio::fs::symlink_metadata(&dir).await.map_err(io)?;
+            if m.file_type().is_symlink() {
+                return Err(io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the path goes through a symbolic link to a folder, which is not followed",
+                )));
+            }
+        }
         // Check first: opening a FIFO for reading would block until a writer comes.
         let meta = tokio::fs::metadata(&path).await.map_err(io)?;
         if !meta.is_file() {

@@ -149,6 +149,12 @@ async fn fileshare_open_streams_and_refuses_escapes() {
         src.open("d").await,
         Err(ConnectorError::Io { .. })
     ));
+    // Not through a symlinked folder either (the walk does not follow them).
+    std::os::unix::fs::symlink(dir.path(), share.join("out")).unwrap();
+    assert!(matches!(
+        src.open("out/secret").await,
+        Err(ConnectorError::Io { .. })
+    ));
 
     match FileShareSource::new(dir.path().join("missing")) {
         Err(ConnectorError::NotFound { hint, .. }) => assert!(hint.contains("mounted")),
