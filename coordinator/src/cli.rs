@@ -379,7 +379,8 @@ pub async fn migrate(state: &Path, args: MigrateArgs, out: Output) -> anyhow::Re
         None => {
             let spec = job_spec(&args)?;
             let srcs = sources(state, &spec, &args.sign_in).await?;
-            let job = crate::create_job(&store, spec, &srcs).await?;
+            let dest = destination(state, &args.sign_in, &args.run)?;
+            let job = crate::create_job(&store, spec, &srcs, Some(&dest)).await?;
             eprintln!(
                 "Created job {} ({} libraries).",
                 job.id,

@@ -268,7 +268,8 @@ pub async fn run(state: &Path, args: DemoArgs, out: Output) -> anyhow::Result<u8
                 settings: JobSettings::default(),
             };
             let sources = crate::cli::sources(state, &spec, &sign_in).await?;
-            let job = crate::create_job(&store, spec, &sources).await?;
+            let dest = crate::cli::destination(state, &sign_in, &args.run)?;
+            let job = crate::create_job(&store, spec, &sources, Some(&dest)).await?;
             eprintln!(
                 "Created the demo job {} ({} libraries).",
                 job.id,

@@ -353,14 +353,38 @@ where
     })
 }
 
-/// Creates a job record (planned) in the store.
+/// Creates a job record (planned) in the store. With `destination`, every
+/// destination library is resolved first, so a wrong site, library or
+/// sign-in fails now with a clear message instead of mid-run.
 pub async fn create_job<S: StateStore>(
     store: &S,
     spec: JobSpec,
     sources: &Sources,
+    destination: Option<&ferry_connectors::graph::GraphDestination>,
 ) -> Result<JobRecord, CoordinatorError> {
     let id = JobId::new();
     let plan = plan(id, &spec, sources).await?;
+    if let Some(dest) = destination {
+        let mut checked = std::collections::HashSet::new();
+        for lib in &plan.libraries {
+            let name = match (&lib.destination.library, &lib.source) {
+                (Some(n), _) => n.clone(),
+                (None, SourceLibrary::SharePointServer { title, .. }) => title.clone(),
+                (None, SourceLibrary::FileShare { .. }) => "Documents".to_string(),
+            };
+            if checked.insert((lib.destination.site_url.to_lowercase(), name.to_lowercase())) {
+                dest.resolve_library(&lib.destination.site_url, &name)
+                    .await
+                    .map_err(|e| CoordinatorError::Task {
+                        task: lib.task,
+                        message: format!(
+                            "destination {} library '{name}': {e}",
+                            lib.destination.site_url
+                        ),
+                    })?;
+            }
+        }
+    }
     let record = JobRecord {
         schema_version: SCHEMA_VERSION,
         id,

@@ -255,7 +255,7 @@ pub async fn execute_chunk<S: StateStore>(
         }
         ctx.destination.scan(&drive, &scan_root).await?
     };
-    let target = TargetIndex::new(existing);
+    let target = std::sync::Mutex::new(TargetIndex::new(existing));
     let finished = ctx
         .store
         .finished_keys(chunk.job, chunk.round, &chunk.id)
@@ -380,20 +380,22 @@ pub async fn execute_chunk<S: StateStore>(
                                 }
                                 Step::Move { dest_rel, item_id, guid } => {
                                     ctx.destination.move_item(&drive, &item_id, &dest_rel).await?;
+                                    lock(&target).moved(&item_id, &dest_rel);
                                     let outcome = Outcome::Skipped { reason: SkipReason::MovedToMatchSource };
                                     recorder.push(plan_ctx.record(&entry, &dest_rel, outcome), guid, &ctx.progress);
                                 }
                                 Step::Copy { dest_rel, relocate } => {
                                     if let Some(item_id) = relocate {
                                         ctx.destination.move_item(&drive, &item_id, &dest_rel).await?;
+                                        lock(&target).moved(&item_id, &dest_rel);
                                     }
                                     if entry.kind == ItemKind::Folder {
                                         let made = ctx.destination.ensure_folder(&drive, &dest_rel).await?;
                                         let guid = entry.unique_id.map(|g| (g, GuidEntry { item_id: made.id.clone(), rel_path: dest_rel.clone() }));
                                         recorder.push(plan_ctx.record(&entry, &dest_rel, Outcome::Copied), guid, &ctx.progress);
-                                    } else if let Some(done) = resumed.then(|| target.same_file(&dest_rel, &entry)).flatten() {
+                                    } else if let Some(done_id) = resumed.then(|| lock(&target).same_file(&dest_rel, &entry).map(|d| d.id.clone())).flatten() {
                                         // Copied by the interrupted run, not yet recorded.
-                                        let guid = entry.unique_id.map(|g| (g, GuidEntry { item_id: done.id.clone(), rel_path: dest_rel.clone() }));
+                                        let guid = entry.unique_id.map(|g| (g, GuidEntry { item_id: done_id, rel_path: dest_rel.clone() }));
                                         recorder.push(plan_ctx.record(&entry, &dest_rel, Outcome::Copied), guid, &ctx.progress);
                                     } else {
                                         let record_base = plan_ctx.record(&entry, &dest_rel, Outcome::Copied);
@@ -531,6 +533,10 @@ async fn copy_file(
     }
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The destination as scanned at the chunk's start, indexed by path
 /// (case-insensitively, as SharePoint compares paths) and by item id.
 struct TargetIndex {
@@ -548,6 +554,35 @@ impl TargetIndex {
             by_path.insert(key, item);
         }
         TargetIndex { by_path, by_id }
+    }
+
+    /// Item `id` (and, for a folder, everything under it) now lives at `to`.
+    fn moved(&mut self, id: &str, to: &str) {
+        let Some(from_key) = self.by_id.get(id).cloned() else {
+            return;
+        };
+        let Some(from) = self.by_path.get(&from_key).map(|i| i.rel_path.clone()) else {
+            return;
+        };
+        let under = format!("{from_key}/");
+        let keys: Vec<String> = self
+            .by_path
+            .keys()
+            .filter(|k| **k == from_key || k.starts_with(&under))
+            .cloned()
+            .collect();
+        for key in keys {
+            if let Some(mut item) = self.by_path.remove(&key) {
+                let suffix = item
+                    .rel_path
+                    .strip_prefix(from.as_str())
+                    .unwrap_or_default();
+                item.rel_path = format!("{to}{suffix}");
+                let new_key = item.rel_path.to_lowercase();
+                self.by_id.insert(item.id.clone(), new_key.clone());
+                self.by_path.insert(new_key, item);
+            }
+        }
     }
 
     fn at(&self, rel: &str) -> Option<&DestItem> {
@@ -624,7 +659,7 @@ struct ItemContext<'a> {
     system: SourceSystem,
     drive: &'a DriveRef,
     drive_root_path: &'a str,
-    target: &'a TargetIndex,
+    target: &'a std::sync::Mutex<TargetIndex>,
     guids: &'a BTreeMap<Uuid, GuidEntry>,
 }
 
@@ -748,11 +783,12 @@ impl ItemContext<'_> {
         }
 
         // 3. The incremental rule.
+        let target = lock(self.target);
         let by_guid = entry
             .unique_id
             .and_then(|g| self.guids.get(&g))
-            .and_then(|e| self.target.with_id(&e.item_id));
-        let mut by_path = self.target.at(&dest_rel);
+            .and_then(|e| target.with_id(&e.item_id));
+        let mut by_path = target.at(&dest_rel);
         if let (Some(g), Some(p)) = (by_guid, by_path) {
             if g.id == p.id {
                 by_path = None; // the same item, found both ways
