@@ -400,81 +400,48 @@ impl SpServerSource {
     }
 
     /// Every file and folder under `subtree` of the library (`""` = all; the subtree
-    /// folder itself is not included), parents before children. Errors are the
-    /// enumeration's (the whole listing failed: retry the chunk).
+    /// folder itself is not included), sorted so parents come before children (by
+    /// path segments). Errors are the enumeration's (the listing failed: retry the
+    /// chunk).
     pub async fn list_items(
         &self,
         web_url: &str,
         library: &LibraryInfo,
         subtree: &str,
     ) -> Result<Vec<SourceEntry>, ConnectorError> {
-        let root = library.root_folder.trim_end_matches('/').to_owned();
-        let subtree = subtree.trim_matches('/').to_owned();
-        let origin = reqwest::Url::parse(web_url)
-            .map(|u| u.origin().ascii_serialization())
-            .unwrap_or_default();
-        let first = Self::api(
-            web_url,
-            &format!(
-                "web/lists(guid'{}')/items?$select={ITEM_FIELDS}&$top={}",
-                library.id, self.page_size
-            ),
-        );
         let mut out = Vec::new();
-        let mut url = first;
-        loop {
-            let v = self.get_json(&url, "The library").await?;
-            let (vals, next) = collection(&v);
-            for it in &vals {
-                let file_ref = str_field(it, "FileRef");
-                let Some(rel) = strip_prefix_ci(file_ref, &root)
-                    .and_then(|r| r.strip_prefix('/'))
-                    .map(str::to_owned)
-                else {
-                    continue;
-                };
-                if rel.is_empty() {
-                    continue;
-                }
-                let inside = subtree.is_empty()
-                    || strip_prefix_ci(&rel, &subtree).is_some_and(|r| r.starts_with('/'));
-                if !inside {
-                    continue;
-                }
-                let kind = if num_field(it, "FSObjType") == Some(1) {
-                    ItemKind::Folder
-                } else {
-                    ItemKind::File
-                };
-                let name = rel.rsplit('/').next().unwrap_or(&rel);
-                out.push(SourceEntry {
-                    size: if kind == ItemKind::File {
-                        num_field(it, "File_x0020_Size").unwrap_or(0)
-                    } else {
-                        0
-                    },
-                    kind,
-                    created: time_field(it, "Created"),
-                    modified: time_field(it, "Modified"),
-                    unique_id: guid_field(it, "UniqueId"),
-                    hidden: name.starts_with('.'),
-                    location: format!("{origin}{}", encode_component(file_ref)),
-                    rel_path: rel,
-                });
-            }
-            match next {
-                Some(n) if n != url => url = self.absolute(&n),
-                _ => break,
-            }
+        let mut pages = self.pages(web_url, library, subtree);
+        while let Some(page) = pages.next_page(self).await? {
+            out.extend(page);
         }
         out.sort_by(|a, b| path_key(&a.rel_path).cmp(&path_key(&b.rel_path)));
         Ok(out)
     }
 
-    /// [`SpServerSource::list_items`] as a channel of [`WalkItem`]s, in the shape of the
-    /// file-share walk. If the listing itself fails, one [`UnreadableEntry`] for the
-    /// subtree (code `enumeration_failed`) is sent; prefer `list_items` to tell that
-    /// case apart.
+    fn pages(&self, web_url: &str, library: &LibraryInfo, subtree: &str) -> Pages {
+        Pages {
+            next: Some(Self::api(
+                web_url,
+                &format!(
+                    "web/lists(guid'{}')/items?$select={ITEM_FIELDS}&$top={}",
+                    library.id, self.page_size
+                ),
+            )),
+            root: library.root_folder.trim_end_matches('/').to_owned(),
+            subtree: subtree.trim_matches('/').to_owned(),
+            origin: reqwest::Url::parse(web_url)
+                .map(|u| u.origin().ascii_serialization())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The library as a channel of [`WalkItem`]s, streamed page by page as the server
+    /// answers: every entry comes after its parent folder (entries whose parent has
+    /// not been seen yet wait for it, so memory holds only those). If the listing
+    /// fails part-way, one [`UnreadableEntry`] for the subtree with code
+    /// `enumeration_failed` ends the walk: treat it as a failure of the whole chunk
+    /// (retry it), not of one item. [`SpServerSource::list_items`] returns the same
+    /// entries sorted, with a typed error.
     pub fn walk(
         &self,
         web_url: &str,
@@ -487,10 +454,29 @@ impl SpServerSource {
         let library = library.clone();
         let subtree = subtree.to_owned();
         tokio::spawn(async move {
-            match this.list_items(&web_url, &library, &subtree).await {
-                Ok(items) => {
-                    for it in items {
-                        if tx.send(Ok(it)).await.is_err() {
+            let mut pages = this.pages(&web_url, &library, &subtree);
+            let mut order = ParentsFirst {
+                base: Some(subtree.trim_matches('/').to_lowercase()),
+                ..ParentsFirst::default()
+            };
+            let result = async {
+                while let Some(page) = pages.next_page(&this).await? {
+                    for e in page {
+                        for ready in order.push(e) {
+                            if tx.send(Ok(ready)).await.is_err() {
+                                return Ok(false);
+                            }
+                        }
+                    }
+                }
+                Ok::<_, ConnectorError>(true)
+            }
+            .await;
+            match result {
+                Ok(false) => {}
+                Ok(true) => {
+                    for e in order.finish() {
+                        if tx.send(Ok(e)).await.is_err() {
                             return;
                         }
                     }
@@ -590,6 +576,119 @@ impl SpServerSource {
     }
 }
 
+/// Paging state of one list-item enumeration.
+struct Pages {
+    next: Option<String>,
+    root: String,
+    subtree: String,
+    origin: String,
+}
+
+impl Pages {
+    /// The next page's entries under the subtree; `None` after the last page.
+    async fn next_page(
+        &mut self,
+        src: &SpServerSource,
+    ) -> Result<Option<Vec<SourceEntry>>, ConnectorError> {
+        let Some(url) = self.next.take() else {
+            return Ok(None);
+        };
+        let v = src.get_json(&url, "The library").await?;
+        let (vals, next) = collection(&v);
+        self.next = next.filter(|n| *n != url).map(|n| src.absolute(&n));
+        let mut out = Vec::with_capacity(vals.len());
+        for it in &vals {
+            let file_ref = str_field(it, "FileRef");
+            let Some(rel) = strip_prefix_ci(file_ref, &self.root)
+                .and_then(|r| r.strip_prefix('/'))
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            if rel.is_empty() {
+                continue;
+            }
+            let inside = self.subtree.is_empty()
+                || strip_prefix_ci(&rel, &self.subtree).is_some_and(|r| r.starts_with('/'));
+            if !inside {
+                continue;
+            }
+            let kind = if num_field(it, "FSObjType") == Some(1) {
+                ItemKind::Folder
+            } else {
+                ItemKind::File
+            };
+            let name = rel.rsplit('/').next().unwrap_or(&rel);
+            out.push(SourceEntry {
+                size: if kind == ItemKind::File {
+                    num_field(it, "File_x0020_Size").unwrap_or(0)
+                } else {
+                    0
+                },
+                kind,
+                created: time_field(it, "Created"),
+                modified: time_field(it, "Modified"),
+                unique_id: guid_field(it, "UniqueId"),
+                hidden: name.starts_with('.'),
+                location: format!("{}{}", self.origin, encode_component(file_ref)),
+                rel_path: rel,
+            });
+        }
+        Ok(Some(out))
+    }
+}
+
+/// Reorders a stream of entries so that each comes after its parent folder.
+#[derive(Default)]
+struct ParentsFirst {
+    /// Folders already emitted (lower-case paths; SharePoint is case-insensitive).
+    seen: std::collections::HashSet<String>,
+    /// Entries waiting for their parent, by the parent's lower-case path.
+    waiting: std::collections::HashMap<String, Vec<SourceEntry>>,
+    /// The walk's base (the subtree, lower-case): its children are ready at once.
+    base: Option<String>,
+}
+
+fn parent_of(rel: &str) -> &str {
+    rel.rsplit_once('/').map_or("", |(p, _)| p)
+}
+
+impl ParentsFirst {
+    /// Entries that can go out now (this one and any it unblocked).
+    fn push(&mut self, e: SourceEntry) -> Vec<SourceEntry> {
+        let parent = parent_of(&e.rel_path).to_lowercase();
+        let ready = parent.is_empty()
+            || self.seen.contains(&parent)
+            || self.base.as_deref() == Some(parent.as_str());
+        if !ready {
+            self.waiting.entry(parent).or_default().push(e);
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let mut stack = vec![e];
+        while let Some(e) = stack.pop() {
+            if e.kind == ItemKind::Folder {
+                let key = e.rel_path.to_lowercase();
+                if let Some(mut kids) = self.waiting.remove(&key) {
+                    kids.reverse();
+                    stack.extend(kids);
+                }
+                self.seen.insert(key);
+            }
+            out.push(e);
+        }
+        out
+    }
+
+    /// What never found its parent (a subtree's direct children, or folders the
+    /// account cannot see), parents first.
+    fn finish(self) -> Vec<SourceEntry> {
+        let mut rest: Vec<SourceEntry> = self.waiting.into_values().flatten().collect();
+        rest.sort_by(|a, b| path_key(&a.rel_path).cmp(&path_key(&b.rel_path)));
+        rest
+    }
+}
+
 fn strip_prefix_ci<'a>(s: &'a str, p: &str) -> Option<&'a str> {
     (s.len() >= p.len() && s.is_char_boundary(p.len()) && s[..p.len()].eq_ignore_ascii_case(p))
         .then(|| &s[p.len()..])
@@ -615,6 +714,60 @@ mod tests {
         assert_eq!(
             odata_string("/sites/a/Shared Documents/O'Neil #1 100%.txt"),
             "'/sites/a/Shared%20Documents/O%27%27Neil%20%231%20100%25.txt'"
+        );
+    }
+
+    fn entry(rel: &str, folder: bool) -> SourceEntry {
+        SourceEntry {
+            rel_path: rel.to_owned(),
+            kind: if folder {
+                ItemKind::Folder
+            } else {
+                ItemKind::File
+            },
+            size: 0,
+            created: None,
+            modified: None,
+            unique_id: None,
+            hidden: false,
+            location: String::new(),
+        }
+    }
+
+    #[test]
+    fn streamed_entries_wait_for_their_parents() {
+        // Item-id order after moves: children listed before their folders.
+        let mut order = ParentsFirst {
+            base: Some("sub".to_owned()),
+            ..ParentsFirst::default()
+        };
+        let mut out = Vec::new();
+        for (rel, folder) in [
+            ("Sub/A/B/c.txt", false),
+            ("Sub/x.txt", false),
+            ("Sub/A/B", true),
+            ("Sub/A/d.txt", false),
+            ("Sub/a", true),
+            ("Sub/Orphan/e.txt", false),
+        ] {
+            out.extend(
+                order
+                    .push(entry(rel, folder))
+                    .into_iter()
+                    .map(|e| e.rel_path),
+            );
+        }
+        out.extend(order.finish().into_iter().map(|e| e.rel_path));
+        assert_eq!(
+            out,
+            [
+                "Sub/x.txt",
+                "Sub/a",
+                "Sub/A/B",
+                "Sub/A/B/c.txt",
+                "Sub/A/d.txt",
+                "Sub/Orphan/e.txt"
+            ]
         );
     }
 
