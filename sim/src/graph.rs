@@ -542,11 +542,17 @@ async fn drive(
             };
             children(sim, ctx, id, api_base, &did, tail)
         }
-        (Method::GET, "delta") => {
+        (Method::GET, a) if a == "delta" || (a.starts_with("delta(") && a.ends_with(')')) => {
             let Addr::Existing(_) = addr else {
                 return Err(SimError::NotFound("Item not found".into()));
             };
-            delta(sim, ctx, lib, api_base, &did)
+            // `delta`, `delta()` and `delta(token='...')` are all Graph spellings.
+            let inner = action.get(6..action.len().saturating_sub(1)).unwrap_or("");
+            let token = inner
+                .split_once('=')
+                .map(|(_, v)| v.trim().trim_matches('\'').to_owned())
+                .filter(|v| !v.is_empty());
+            delta(sim, ctx, lib, api_base, &did, token)
         }
         (Method::GET, "content") => {
             let Addr::Existing(id) = addr else {
@@ -847,12 +853,19 @@ fn children(
     Ok(json_resp(200, &out))
 }
 
-fn delta(sim: &Sim, ctx: &Ctx, lib: Uuid, api_base: &str, did: &str) -> SimResult<Response> {
+fn delta(
+    sim: &Sim,
+    ctx: &Ctx,
+    lib: Uuid,
+    api_base: &str,
+    did: &str,
+    token: Option<String>,
+) -> SimResult<Response> {
     let st = sim.store.read();
     let top = page_size(ctx, sim.cfg.delta_page_size)?;
     let link_base = format!("{api_base}/drives/{did}/root/delta");
     // Tokens: "latest"; "i{seq}" = initial enumeration continuing after seq; "{seq}" = changes after seq.
-    let (initial, since) = match ctx.q("token") {
+    let (initial, since) = match token.as_deref().or(ctx.q("token")) {
         None => (true, 0),
         Some(t) if t.eq_ignore_ascii_case("latest") => {
             return Ok(json_resp(

@@ -74,7 +74,7 @@ async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<Arc<http::Sim
     let base_url = config
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"))
+        .unwrap_or_else(|| default_base_url(addr))
         .trim_end_matches('/')
         .to_owned();
     let hostname = config.hostname.clone().unwrap_or_else(|| {
@@ -191,7 +191,7 @@ pub async fn start_on(addr: SocketAddr, config: Config) -> anyhow::Result<SimHan
     let base_url = config
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"))
+        .unwrap_or_else(|| default_base_url(addr))
         .trim_end_matches('/')
         .to_owned();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -240,4 +240,18 @@ async fn probe(addr: SocketAddr) -> bool {
     }
     let mut buf = [0u8; 12];
     s.read_exact(&mut buf).await.is_ok() && &buf[9..12] == b"200"
+}
+
+/// `http://{addr}`, with an unspecified bind address (0.0.0.0 / ::) replaced by loopback.
+fn default_base_url(addr: SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() {
+        if addr.is_ipv4() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+        }
+    } else {
+        addr.ip()
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
 }

@@ -131,7 +131,10 @@ pub fn create(
 fn status_body(s: &UploadSession) -> serde_json::Value {
     let ranges = match s.total {
         Some(t) if s.next >= t => vec![],
-        _ => vec![format!("{}-", s.next)],
+        // Closed form `start-end` once the size is known (as SharePoint answers; the
+        // Python Graph SDK's LargeFileUploadTask depends on it), open `start-` before.
+        Some(t) => vec![format!("{}-{}", s.next, t - 1)],
+        None => vec![format!("{}-", s.next)],
     };
     json!({"expirationDateTime": fmt_time(s.expires), "nextExpectedRanges": ranges})
 }

@@ -1051,7 +1051,10 @@ async fn graph_delta_paging_tokens_and_changes() {
     assert!(v["@odata.deltaLink"].is_string());
     // token=latest → empty page + deltaLink.
     let (s, v) = sim
-        .get_json(&tok, &format!("/v1.0/drives/{did}/root/delta?token=latest"))
+        .get_json(
+            &tok,
+            &format!("/v1.0/drives/{did}/root/delta(token='latest')"),
+        )
         .await;
     assert_eq!(s, 200);
     assert_eq!(v["value"].as_array().unwrap().len(), 0);
@@ -1354,7 +1357,7 @@ async fn graph_upload_session_many_fragments() {
         off += len;
         if off < total {
             assert_eq!(s, 202, "{v}");
-            assert_eq!(v["nextExpectedRanges"][0], format!("{off}-"));
+            assert_eq!(v["nextExpectedRanges"][0], format!("{off}-{}", total - 1));
             assert!(v["expirationDateTime"].is_string());
             // GET = status.
             if n == 3 {
@@ -1367,7 +1370,7 @@ async fn graph_upload_session_many_fragments() {
                     .json()
                     .await
                     .unwrap();
-                assert_eq!(v["nextExpectedRanges"][0], format!("{off}-"));
+                assert_eq!(v["nextExpectedRanges"][0], format!("{off}-{}", total - 1));
             }
         } else {
             assert_eq!(s, 201, "{v}");
@@ -1492,7 +1495,7 @@ async fn graph_upload_session_errors() {
         .json()
         .await
         .unwrap();
-    assert_eq!(v["nextExpectedRanges"][0], format!("{frag}-"));
+    assert_eq!(v["nextExpectedRanges"][0], format!("{frag}-{}", total - 1));
     // DELETE cancels.
     let r = sim.http.delete(&url).send().await.unwrap();
     assert_eq!(r.status(), 204);
@@ -2232,33 +2235,40 @@ async fn hostile_paths_and_inputs_are_rejected_without_escaping_the_data_dir() {
 
 // ---------------------------------------------------------------- third-party client
 
-/// Runs the unmodified PyPI package `office365-rest-python-client` (3.3.x) against the
-/// emulator. Fails (does not skip) when python3 or the package is missing: CI installs
-/// it with `pip install "office365-rest-python-client==3.3.0"`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn third_party_office365_python_client() {
-    let sim = hr().await;
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/office365_client.py");
-    let work = tempfile::tempdir().unwrap();
-    let base = sim.base.clone();
-    let wp = work.path().to_path_buf();
+async fn run_python(script: &str, args: Vec<String>) -> (bool, String) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("python3")
             .arg(script)
-            .arg(base)
-            .arg(wp)
+            .args(args)
             .output()
     })
     .await
     .unwrap()
     .expect("python3 must be installed");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (
         out.status.success() && stdout.contains("ALL OK"),
-        "office365-rest-python-client run failed (is `pip install office365-rest-python-client==3.3.0` done?)\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+        format!("stdout:\n{stdout}\nstderr:\n{stderr}"),
+    )
+}
+
+/// Runs the unmodified PyPI package `office365-rest-python-client` (3.3.x) against the
+/// emulator (SharePoint REST + Graph). Fails (does not skip) when python3 or the package
+/// is missing: CI installs it with `pip install "office365-rest-python-client==3.3.0"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn third_party_office365_python_client() {
+    let sim = hr().await;
+    let work = tempfile::tempdir().unwrap();
+    let (ok, out) = run_python(
+        "office365_client.py",
+        vec![sim.base.clone(), work.path().display().to_string()],
+    )
+    .await;
+    assert!(ok, "office365-rest-python-client run failed (pip install \"office365-rest-python-client==3.3.0\")\n{out}");
     // The client really uploaded through the emulator.
     let st = sim.admin(Method::GET, "/_sim/state", None).await;
     let large = st["items"]
@@ -2268,6 +2278,26 @@ async fn third_party_office365_python_client() {
         .find(|i| i["url"] == "/sites/hr/Shared Documents/large.bin")
         .expect("large.bin");
     assert!(large["size"].as_u64().unwrap() > 7_000_000);
+    sim.stop().await;
+}
+
+/// Runs Microsoft's Kiota-generated `msgraph-sdk` (PyPI 1.x) against the emulator's Graph
+/// surface: strict model parsing, paging, delta(), uploads, PATCH, ODataError.
+/// CI: `pip install "msgraph-sdk==1.65.0"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn third_party_msgraph_sdk_python() {
+    let sim = hr().await;
+    let (ok, out) = run_python("msgraph_sdk_client.py", vec![sim.base.clone()]).await;
+    assert!(
+        ok,
+        "msgraph-sdk run failed (pip install \"msgraph-sdk==1.65.0\")\n{out}"
+    );
+    let st = sim.admin(Method::GET, "/_sim/state", None).await;
+    assert!(st["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["url"] == "/sites/hr/Shared Documents/sdk/large.bin"));
     sim.stop().await;
 }
 
