@@ -956,6 +956,22 @@ impl GraphDestination {
         Ok(item)
     }
 
+    /// Sets an existing item's `fileSystemInfo` times (e.g. to repair a file
+    /// whose upload finished before an interruption but whose times were not
+    /// set yet).
+    pub async fn set_file_times(
+        &self,
+        drive: &DriveRef,
+        item_id: &str,
+        rel_path: &str,
+        created: Option<DateTime<Utc>>,
+        modified: Option<DateTime<Utc>>,
+    ) -> Result<DestItem, ConnectorError> {
+        let base = self.drive_url(drive);
+        self.set_times(item_id, &base, rel_path, created, modified)
+            .await
+    }
+
     async fn set_times(
         &self,
         item_id: &str,

@@ -419,11 +419,31 @@ impl SpServerSource {
     }
 
     fn pages(&self, web_url: &str, library: &LibraryInfo, subtree: &str) -> Pages {
+        self.pages_from(web_url, library, subtree, 1, None)
+    }
+
+    /// Pages of the items with ids in `start_id..end_id`: the server's own paging
+    /// token (`$skiptoken=Paged=TRUE&p_ID={start_id - 1}`) starts the listing there,
+    /// so a range costs only its own pages.
+    fn pages_from(
+        &self,
+        web_url: &str,
+        library: &LibraryInfo,
+        subtree: &str,
+        start_id: u64,
+        end_id: Option<u64>,
+    ) -> Pages {
+        let skip = if start_id > 1 {
+            format!("&$skiptoken=Paged%3DTRUE%26p_ID%3D{}", start_id - 1)
+        } else {
+            String::new()
+        };
         Pages {
+            end_id,
             next: Some(Self::api(
                 web_url,
                 &format!(
-                    "web/lists(guid'{}')/items?$select={ITEM_FIELDS}&$top={}",
+                    "web/lists(guid'{}')/items?$select={ITEM_FIELDS}&$top={}{skip}",
                     library.id, self.page_size
                 ),
             )),
@@ -448,15 +468,24 @@ impl SpServerSource {
         library: &LibraryInfo,
         subtree: &str,
     ) -> mpsc::Receiver<WalkItem> {
+        let pages = self.pages(web_url, library, subtree);
+        let base = subtree.trim_matches('/').to_lowercase();
+        self.stream(library, pages, Some(base))
+    }
+
+    /// Runs an enumeration on a task, feeding a channel in parents-first order.
+    fn stream(
+        &self,
+        library: &LibraryInfo,
+        mut pages: Pages,
+        base: Option<String>,
+    ) -> mpsc::Receiver<WalkItem> {
         let (tx, rx) = mpsc::channel(1024);
         let this = self.clone();
-        let web_url = web_url.to_owned();
         let library = library.clone();
-        let subtree = subtree.to_owned();
         tokio::spawn(async move {
-            let mut pages = this.pages(&web_url, &library, &subtree);
             let mut order = ParentsFirst {
-                base: Some(subtree.trim_matches('/').to_lowercase()),
+                base,
                 ..ParentsFirst::default()
             };
             let result = async {
@@ -485,8 +514,12 @@ impl SpServerSource {
                     tracing::warn!(message = "Listing a SharePoint Server library failed.", library = %library.title, error = %e);
                     let _ = tx
                         .send(Err(UnreadableEntry {
-                            rel_path: subtree.trim_matches('/').to_owned(),
-                            location: format!("{}{}", web_url, library.root_folder),
+                            rel_path: pages.subtree.clone(),
+                            location: format!(
+                                "{}{}",
+                                pages.origin,
+                                encode_component(&library.root_folder)
+                            ),
                             message: e.to_string(),
                             code: "enumeration_failed".to_owned(),
                         }))
@@ -495,6 +528,22 @@ impl SpServerSource {
             }
         });
         rx
+    }
+
+    /// The items whose list-item ids are in `start_id..end_id` (`None` = to the end),
+    /// for splitting a huge library into item ranges that workers list
+    /// independently. Within the range, entries come after their parent folders when
+    /// both are in it; a file whose folder lies in another range comes without it
+    /// ([`crate::graph::GraphDestination::upload`] creates missing parents).
+    pub fn walk_range(
+        &self,
+        web_url: &str,
+        library: &LibraryInfo,
+        start_id: u64,
+        end_id: Option<u64>,
+    ) -> mpsc::Receiver<WalkItem> {
+        let pages = self.pages_from(web_url, library, "", start_id.max(1), end_id);
+        self.stream(library, pages, None)
     }
 
     /// Streams one file's content.
@@ -582,6 +631,8 @@ struct Pages {
     root: String,
     subtree: String,
     origin: String,
+    /// Stop at the first item with an id at or above this.
+    end_id: Option<u64>,
 }
 
 impl Pages {
@@ -598,6 +649,14 @@ impl Pages {
         self.next = next.filter(|n| *n != url).map(|n| src.absolute(&n));
         let mut out = Vec::with_capacity(vals.len());
         for it in &vals {
+            if let Some(end) = self.end_id {
+                let id = num_field(it, "Id").or_else(|| num_field(it, "ID"));
+                if id.is_some_and(|id| id >= end) {
+                    // Items come in id order: the range is done.
+                    self.next = None;
+                    break;
+                }
+            }
             let file_ref = str_field(it, "FileRef");
             let Some(rel) = strip_prefix_ci(file_ref, &self.root)
                 .and_then(|r| r.strip_prefix('/'))

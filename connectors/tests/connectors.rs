@@ -317,6 +317,21 @@ async fn spserver_subsites_libraries_and_paged_walk() {
         Some(Utc.with_ymd_and_hms(2020, 1, 2, 3, 4, 5).unwrap())
     );
 
+    // Item ranges: disjoint, together everything; a late range reads only its pages.
+    let mut union = Vec::new();
+    for (from, to) in [(1, Some(11)), (11, Some(21)), (21, None)] {
+        let before = paged.stats().snapshot().requests;
+        let (part, bad) = drain(paged.walk_range(&site, docs, from, to)).await;
+        assert!(bad.is_empty(), "{bad:?}");
+        let cost = paged.stats().snapshot().requests - before;
+        assert!(cost <= 3, "range {from}.. took {cost} requests");
+        union.extend(part.into_iter().map(|e| e.rel_path));
+    }
+    union.sort();
+    let mut all: Vec<String> = ok.iter().map(|e| e.rel_path.clone()).collect();
+    all.sort();
+    assert_eq!(union, all);
+
     // A subtree.
     let sub = paged.list_items(&site, docs, "Folder A").await.unwrap();
     let sub: Vec<&str> = sub.iter().map(|e| e.rel_path.as_str()).collect();
@@ -1205,5 +1220,46 @@ async fn graph_upload_url_gets_no_authorization_header() {
     assert!(api.iter().all(|h| h
         .to_ascii_lowercase()
         .contains("\r\nauthorization: bearer ")));
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn auth_renews_tokens_before_they_expire() {
+    let sim = TestSim::start_with(|c| c.token_lifetime_secs = 2).await;
+    let tp = Arc::new(
+        TokenProvider::new(
+            &sim.base,
+            SCOPE,
+            DestinationSignIn::Password {
+                tenant: TENANT.to_owned(),
+                client_id: "ferry".to_owned(),
+                username: USER.to_owned(),
+                password: Secret::new(PASSWORD),
+            },
+            None,
+        )
+        .unwrap(),
+    );
+    let first = tp.token().await.unwrap();
+    let tp2 = tp.clone();
+    let renewed = poll_until(Duration::from_secs(10), || {
+        let tp = tp2.clone();
+        let first = first.clone();
+        async move { tp.token().await.ok().filter(|t| *t != first) }
+    })
+    .await;
+    // The renewed token works (with a destination using the same provider).
+    let g = GraphDestination::new(
+        GraphConfig {
+            graph_base: sim.graph_base(),
+            ..GraphConfig::default()
+        },
+        tp.clone(),
+    )
+    .unwrap();
+    g.resolve_library(&sim.base, "Documents").await.unwrap();
+    assert!(!renewed.is_empty());
+    // A sign-in, then at least one renewal.
+    assert!(tp.stats().snapshot().requests >= 2);
     sim.stop().await;
 }
