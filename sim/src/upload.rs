@@ -52,7 +52,6 @@ pub struct UploadSession {
     pub defer_commit: bool,
     /// Who created it.
     pub author: String,
-    file: Option<tokio::fs::File>,
     path: PathBuf,
     hasher: quickxorhash::QuickXorHash,
     /// API base used for driveItem links.
@@ -103,7 +102,6 @@ pub fn create(
         expires,
         defer_commit,
         author,
-        file: None,
         path,
         hasher: quickxorhash::QuickXorHash::new(),
         api_base,
@@ -218,7 +216,6 @@ async fn cancel(sim: &Sim, id: &str) {
         .remove(id);
     if let Some(s) = s {
         let mut s = s.lock().await;
-        s.file = None;
         s.done = true;
         let _ = tokio::fs::remove_file(&s.path).await;
     }
@@ -313,27 +310,25 @@ async fn write_fragment(
     sim: &Arc<Sim>,
     s: &mut UploadSession,
     body: Body,
-    (_a, b, total, len, last): (u64, u64, u64, u64, bool),
+    (a, b, total, len, last): (u64, u64, u64, u64, bool),
 ) -> SimResult<Response> {
+    use tokio::io::AsyncSeekExt;
     s.total = Some(total);
-    if s.file.is_none() {
-        s.file = Some(
-            tokio::fs::OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .open(&s.path)
-                .await?,
-        );
-    }
+    // The part file is opened per fragment (no descriptor held between fragments).
+    let mut f = tokio::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&s.path)
+        .await?;
+    f.set_len(a).await?;
+    f.seek(std::io::SeekFrom::Start(a)).await?;
+    let mut w = tokio::io::BufWriter::with_capacity(1 << 20, f);
     // Stream the fragment to the part file, hashing on the way.
     let mut got = 0u64;
     let mut stream = body.into_data_stream();
-    let UploadSession { file, hasher, .. } = &mut *s;
+    let hasher = &mut s.hasher;
     let mut res: SimResult<()> = async {
-        let f = file
-            .as_mut()
-            .ok_or_else(|| SimError::Store("upload file missing".into()))?;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| {
                 SimError::InvalidRequest(format!("Reading the fragment failed: {e}"))
@@ -344,27 +339,24 @@ async fn write_fragment(
                     "The fragment is longer than its Content-Range.".into(),
                 ));
             }
-            f.write_all(&chunk).await?;
+            w.write_all(&chunk).await?;
             hasher.update(&chunk);
         }
+        w.flush().await?;
         Ok(())
     }
     .await;
+    drop(w);
     if res.is_ok() && got != len {
         res = Err(SimError::InvalidRequest(format!(
             "The fragment has {got} bytes but its Content-Range says {len}."
         )));
     }
     if let Err(e) = res {
-        // The hash may already include part of this fragment: the session cannot continue.
-        s.done = true;
-        let id = s.id.clone();
-        s.file = None;
-        let _ = tokio::fs::remove_file(&s.path).await;
-        sim.uploads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        // Roll back to the fragment start so the client can retry it: cut the part file
+        // and re-hash the bytes before it (rare path; the normal path hashes while streaming).
+        tracing::debug!(message = "Fragment failed; session rolled back.", offset = a, error = %e);
+        rollback(s, a).await?;
         return Err(e);
     }
     sim.counters
@@ -378,8 +370,38 @@ async fn write_fragment(
     finish_upload(sim, s).await
 }
 
+/// Truncate the part file to `len` bytes and rebuild the hash of that prefix.
+async fn rollback(s: &mut UploadSession, len: u64) -> SimResult<()> {
+    let path = s.path.clone();
+    let hasher =
+        tokio::task::spawn_blocking(move || -> std::io::Result<quickxorhash::QuickXorHash> {
+            use std::io::Read;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .read(true)
+                .open(&path)?;
+            f.set_len(len)?;
+            let mut h = quickxorhash::QuickXorHash::new();
+            let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = r.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            Ok(h)
+        })
+        .await
+        .map_err(|e| SimError::Store(e.to_string()))??;
+    s.hasher = hasher;
+    s.next = len;
+    Ok(())
+}
+
 async fn finish_upload(sim: &Arc<Sim>, s: &mut UploadSession) -> SimResult<Response> {
-    if let Some(f) = s.file.take() {
+    if let Ok(f) = tokio::fs::File::open(&s.path).await {
         f.sync_data().await.ok();
     }
     let blob = Uuid::new_v4();

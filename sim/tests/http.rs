@@ -2633,3 +2633,60 @@ async fn garbage_never_yields_5xx() {
     assert_eq!(s, 200);
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_fragment_can_be_retried() {
+    use tokio::io::AsyncWriteExt;
+    let sim = TestSim::start().await;
+    let tok = sim.token().await;
+    let did = sim.root_drive(&tok).await;
+    let frag = 327_680;
+    let data = bytes(frag * 2 + 99, 11);
+    let total = data.len();
+    let (_, sess) = create_session(
+        &sim,
+        &tok,
+        &format!("/v1.0/drives/{did}/root:/retry.bin:/createUploadSession"),
+        json!({}),
+    )
+    .await;
+    let url = sess["uploadUrl"].as_str().unwrap().to_owned();
+    assert_eq!(
+        put_fragment(&sim, &url, &data[..frag], 0, total).await.0,
+        202
+    );
+    // Second fragment: the connection dies after 1000 of 327,680 bytes.
+    let addr = sim.handle.as_ref().unwrap().addr;
+    let path = &url[sim.base.len()..];
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {frag}\r\nContent-Range: bytes {frag}-{}/{total}\r\n\r\n", 2 * frag - 1);
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&data[frag..frag + 1000]).await.unwrap();
+    drop(s);
+    // The session still expects the second fragment from its start.
+    let v = poll("session status", Duration::from_secs(5), || async {
+        let v: Value = sim
+            .http
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (v["nextExpectedRanges"][0] == format!("{frag}-{}", total - 1)).then_some(v)
+    })
+    .await;
+    assert!(v["expirationDateTime"].is_string());
+    assert_eq!(
+        put_fragment(&sim, &url, &data[frag..2 * frag], frag, total)
+            .await
+            .0,
+        202
+    );
+    let (s, item) = put_fragment(&sim, &url, &data[2 * frag..], 2 * frag, total).await;
+    assert_eq!(s, 201, "{item}");
+    assert_eq!(item["file"]["hashes"]["quickXorHash"], qxh(&data));
+    assert_eq!(item["size"], total as u64);
+    sim.stop().await;
+}
