@@ -24,6 +24,22 @@ use crate::http::{json_resp, read_json, Ctx, Sim};
 
 /// Handle `/_sim/...`.
 pub async fn handle(sim: &Arc<Sim>, ctx: &Ctx, path: &str, body: Body) -> SimResult<Response> {
+    // `health` stays open: it is the readiness probe and reveals nothing.
+    let is_health = path
+        .trim_end_matches('/')
+        .eq_ignore_ascii_case("/_sim/health");
+    if let Some(want) = sim.cfg.admin_token.as_ref().filter(|_| !is_health) {
+        let given = ctx
+            .header("authorization")
+            .and_then(|a| crate::http::strip_prefix_ci(a, "bearer "))
+            .unwrap_or("");
+        if given.len() != want.len() || !given.bytes().zip(want.bytes()).all(|(a, b)| a == b) {
+            crate::http::drain(body).await;
+            return Err(SimError::Unauthenticated(
+                "The admin surface requires the admin token.".into(),
+            ));
+        }
+    }
     let p = path.trim_end_matches('/').to_ascii_lowercase();
     match (ctx.method.clone(), p.as_str()) {
         (Method::GET, "/_sim/health") => Ok(json_resp(

@@ -72,6 +72,9 @@ pub struct Config {
     /// default 2,000,000-byte chunks) break that rule; set false to tolerate them.
     /// Default: true.
     pub strict_fragment_multiple: bool,
+    /// When set, the `/_sim/...` admin surface requires `Authorization: Bearer {admin_token}`
+    /// (for rehearsal instances reachable by others). Default: none (open, for tests).
+    pub admin_token: Option<String>,
 }
 
 /// An application registered in the emulated Entra ID tenant.
@@ -176,6 +179,7 @@ impl Default for Config {
             device_code_interval_secs: 1,
             download_redirect: true,
             strict_fragment_multiple: true,
+            admin_token: None,
         }
     }
 }

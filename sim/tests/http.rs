@@ -2690,3 +2690,29 @@ async fn interrupted_fragment_can_be_retried() {
     assert_eq!(item["size"], total as u64);
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_protects_the_admin_surface() {
+    let sim = TestSim::start_with(|c| c.admin_token = Some("s3cret-admin".into())).await;
+    let r = sim.http.get(sim.url("/_sim/state")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = sim
+        .http
+        .post(sim.url("/_sim/reset"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = sim
+        .http
+        .get(sim.url("/_sim/state"))
+        .bearer_auth("s3cret-admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = sim.http.get(sim.url("/_sim/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    sim.stop().await;
+}
