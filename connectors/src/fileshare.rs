@@ -83,6 +83,40 @@ impl FileShareSource {
         rx
     }
 
+    /// The folders directly under `subtree` (`""` = the root), sorted, as
+    /// root-relative paths, for splitting a share into subtree chunks. Symlinked
+    /// folders are left out (the walk does not follow them).
+    pub async fn child_folders(&self, subtree: &str) -> Result<Vec<String>, ConnectorError> {
+        let subtree = subtree.trim_matches('/').to_owned();
+        let dir = if subtree.is_empty() {
+            self.root.clone()
+        } else {
+            self.resolve(&subtree)?
+        };
+        let location = dir.display().to_string();
+        let io = |source| ConnectorError::Io {
+            location: location.clone(),
+            source,
+        };
+        let mut rd = tokio::fs::read_dir(&dir).await.map_err(io)?;
+        let mut out = Vec::new();
+        while let Some(e) = rd.next_entry().await.map_err(io)? {
+            let ft = e.file_type().await.map_err(io)?;
+            let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if ft.is_dir() {
+                out.push(if subtree.is_empty() {
+                    name
+                } else {
+                    format!("{subtree}/{name}")
+                });
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Opens one file for streaming. `rel_path` is `/`-separated and relative; `..`,
     /// `.`, empty segments and absolute paths are refused.
     pub async fn open(&self, rel_path: &str) -> Result<ByteStream, ConnectorError> {

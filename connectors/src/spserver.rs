@@ -50,6 +50,15 @@ pub struct LibraryInfo {
     pub hidden: bool,
 }
 
+/// A folder of a library, for splitting work by subtree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FolderInfo {
+    /// Path relative to the library root.
+    pub rel_path: String,
+    /// Items directly in the folder (files and folders).
+    pub item_count: u64,
+}
+
 /// A signed-in SharePoint Server site.
 #[derive(Clone)]
 pub struct SpServerSource {
@@ -544,6 +553,51 @@ impl SpServerSource {
     ) -> mpsc::Receiver<WalkItem> {
         let pages = self.pages_from(web_url, library, "", start_id.max(1), end_id);
         self.stream(library, pages, None)
+    }
+
+    /// The folders directly under `subtree` of the library (`""` = its root), with
+    /// their direct item counts, for splitting a library into subtree chunks. The
+    /// library's system `Forms` folder is left out.
+    pub async fn child_folders(
+        &self,
+        web_url: &str,
+        library: &LibraryInfo,
+        subtree: &str,
+    ) -> Result<Vec<FolderInfo>, ConnectorError> {
+        let subtree = subtree.trim_matches('/');
+        let root = library.root_folder.trim_end_matches('/');
+        let folder = if subtree.is_empty() {
+            root.to_owned()
+        } else {
+            format!("{root}/{subtree}")
+        };
+        let url = Self::api(
+            web_url,
+            &format!(
+                "web/GetFolderByServerRelativeUrl({})/Folders?$select=Name,ItemCount,ServerRelativeUrl",
+                odata_string(&folder)
+            ),
+        );
+        let vals = self.get_all(&url, "The folder").await?;
+        let mut out: Vec<FolderInfo> = vals
+            .iter()
+            .filter_map(|f| {
+                let name = str_field(f, "Name");
+                if name.is_empty() || (subtree.is_empty() && name.eq_ignore_ascii_case("Forms")) {
+                    return None;
+                }
+                Some(FolderInfo {
+                    rel_path: if subtree.is_empty() {
+                        name.to_owned()
+                    } else {
+                        format!("{subtree}/{name}")
+                    },
+                    item_count: num_field(f, "ItemCount").unwrap_or(0),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
+        Ok(out)
     }
 
     /// Streams one file's content.

@@ -109,6 +109,8 @@ async fn fileshare_walk_orders_reports_and_never_hangs() {
         assert!(matches!(r, Ok(Err(ConnectorError::Io { .. }))));
     }
 
+    assert_eq!(src.child_folders("").await.unwrap(), [".config", "A", "Z"]);
+    assert_eq!(src.child_folders("A").await.unwrap(), ["A/B"]);
     // A subtree: only what is under it.
     let (sub, _) = drain(src.walk("A/B")).await;
     let sub: Vec<&str> = sub.iter().map(|e| e.rel_path.as_str()).collect();
@@ -331,6 +333,17 @@ async fn spserver_subsites_libraries_and_paged_walk() {
     let mut all: Vec<String> = ok.iter().map(|e| e.rel_path.clone()).collect();
     all.sort();
     assert_eq!(union, all);
+
+    // Folders to split by.
+    let top = src.child_folders(&site, docs, "").await.unwrap();
+    let top: Vec<(&str, u64)> = top
+        .iter()
+        .map(|f| (f.rel_path.as_str(), f.item_count))
+        .collect();
+    assert_eq!(top, [("Folder A", 3), ("Many", 23)]);
+    let inner = src.child_folders(&site, docs, "Folder A").await.unwrap();
+    assert_eq!(inner.len(), 1);
+    assert_eq!(inner[0].rel_path, "Folder A/Sub");
 
     // A subtree.
     let sub = paged.list_items(&site, docs, "Folder A").await.unwrap();
