@@ -74,6 +74,7 @@ fn item(key: &str) -> ItemRecord {
             },
         },
         bytes_sent: 0,
+        source_modified: None,
         at: Utc::now(),
     }
 }
@@ -147,6 +148,9 @@ pub async fn state_store_suite<S: StateStore>(store: &S) {
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert!(keys.contains(odd));
     assert_eq!(store.finished_keys(a, 0, "L10").await.unwrap().len(), 1);
+    let l1 = store.chunk_items(a, 0, "L1").await.unwrap();
+    assert_eq!(l1.len(), 2);
+    assert!(l1.iter().any(|i| i.key == odd));
     let all = store.items(a, 0).await.unwrap();
     assert_eq!(all.len(), 3);
     assert_eq!(all.iter().filter(|(c, _)| c == "L1").count(), 2);

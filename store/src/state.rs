@@ -90,6 +90,10 @@ pub struct ItemRecord {
     pub outcome: ItemOutcome,
     /// Bytes actually sent (0 unless copied).
     pub bytes_sent: u64,
+    /// The source's modified time when the outcome was decided: tells a
+    /// resumed round whether the destination copy predates the round.
+    #[serde(default)]
+    pub source_modified: Option<DateTime<Utc>>,
     /// When the outcome was decided.
     pub at: DateTime<Utc>,
 }
@@ -129,6 +133,13 @@ pub trait StateStore: Send + Sync + 'static {
         job: JobId,
         round: u32,
     ) -> impl Future<Output = Result<Vec<(String, ItemRecord)>>> + Send;
+    /// The item records of one chunk in one round.
+    fn chunk_items(
+        &self,
+        job: JobId,
+        round: u32,
+        chunk: &str,
+    ) -> impl Future<Output = Result<Vec<ItemRecord>>> + Send;
     /// The keys of the finished items of one chunk in one round.
     fn finished_keys(
         &self,
@@ -346,6 +357,21 @@ impl StateStore for RedbStore {
                     .unwrap_or_default()
                     .to_string();
                 out.push((chunk, decode("item", v.value())?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn chunk_items(&self, job: JobId, round: u32, chunk: &str) -> Result<Vec<ItemRecord>> {
+        let start = item_prefix(job, round, chunk);
+        self.read(move |txn| {
+            let table = txn.open_table(ITEMS).map_err(backend)?;
+            let end = prefix_end(&start);
+            let mut out = Vec::new();
+            for row in table.range(start.as_str()..end.as_str()).map_err(backend)? {
+                let (_, v) = row.map_err(backend)?;
+                out.push(decode("item", v.value())?);
             }
             Ok(out)
         })

@@ -264,6 +264,21 @@ pub async fn execute_chunk<S: StateStore>(
         SourceSystem::SharePointServer => ctx.store.guids(chunk.job).await?,
         SourceSystem::FileShare => BTreeMap::new(),
     };
+    // A resumed round needs to know what the destination held before this
+    // round began: the previous round's records (source times by key).
+    let before_round: Option<HashMap<String, Option<chrono::DateTime<Utc>>>> =
+        match (resumed, chunk.round) {
+            (true, r) if r > 0 => Some(
+                ctx.store
+                    .chunk_items(chunk.job, r - 1, &chunk.id)
+                    .await?
+                    .into_iter()
+                    .filter(|i| !matches!(i.outcome.outcome, Outcome::Failed { .. }))
+                    .map(|i| (i.key, i.source_modified))
+                    .collect(),
+            ),
+            _ => None,
+        };
     let drive_root_path = names::decode_path(&server_relative(&drive.web_url)).into_owned();
 
     let mut rx: mpsc::Receiver<WalkItem> = match &origin {
@@ -357,6 +372,7 @@ pub async fn execute_chunk<S: StateStore>(
                                     },
                                 },
                                 bytes_sent: 0,
+                                source_modified: None,
                                 at: Utc::now(),
                             };
                             recorder.push(record, None, &ctx.progress);
@@ -375,8 +391,34 @@ pub async fn execute_chunk<S: StateStore>(
                                 continue;
                             }
                             match step {
-                                Step::Record(outcome, guid) => {
-                                    recorder.push(plan_ctx.record(&entry, &outcome.0, outcome.1), guid, &ctx.progress);
+                                Step::Record((dest_rel, Outcome::Skipped { reason: SkipReason::TargetIsNewer }), guid)
+                                    if resumed && entry.kind == ItemKind::File && repair_candidate(&target, &dest_rel, &entry).is_some() =>
+                                {
+                                    let _ = guid;
+                                    let repair = repair_candidate(&target, &dest_rel, &entry);
+                                    copies.spawn(copy_file(FileWork {
+                                        origin: origin.clone(),
+                                        destination: ctx.destination.clone(),
+                                        drive: drive.clone(),
+                                        record: plan_ctx.record(&entry, &dest_rel, Outcome::Copied),
+                                        entry,
+                                        dest_rel,
+                                        repair,
+                                        otherwise: Otherwise::Record(Outcome::Skipped { reason: SkipReason::TargetIsNewer }),
+                                    }));
+                                }
+                                Step::Record((dest_rel, outcome), guid) => {
+                                    // A resumed round: "unchanged" may mean the
+                                    // interrupted run already sent it.
+                                    let outcome = match outcome {
+                                        Outcome::Skipped { reason: SkipReason::Unchanged }
+                                            if resumed && before_round.as_ref().is_none_or(|b| b.get(&entry.rel_path) != Some(&entry.modified)) =>
+                                        {
+                                            Outcome::Copied
+                                        }
+                                        other => other,
+                                    };
+                                    recorder.push(plan_ctx.record(&entry, &dest_rel, outcome), guid, &ctx.progress);
                                 }
                                 Step::Move { dest_rel, item_id, guid } => {
                                     ctx.destination.move_item(&drive, &item_id, &dest_rel).await?;
@@ -398,11 +440,17 @@ pub async fn execute_chunk<S: StateStore>(
                                         let guid = entry.unique_id.map(|g| (g, GuidEntry { item_id: done_id, rel_path: dest_rel.clone() }));
                                         recorder.push(plan_ctx.record(&entry, &dest_rel, Outcome::Copied), guid, &ctx.progress);
                                     } else {
-                                        let record_base = plan_ctx.record(&entry, &dest_rel, Outcome::Copied);
-                                        let origin = origin.clone();
-                                        let destination = ctx.destination.clone();
-                                        let drive = drive.clone();
-                                        copies.spawn(copy_file(origin, destination, drive, entry, dest_rel, record_base));
+                                        let repair = if resumed { repair_candidate(&target, &dest_rel, &entry) } else { None };
+                                        copies.spawn(copy_file(FileWork {
+                                            origin: origin.clone(),
+                                            destination: ctx.destination.clone(),
+                                            drive: drive.clone(),
+                                            record: plan_ctx.record(&entry, &dest_rel, Outcome::Copied),
+                                            entry,
+                                            dest_rel,
+                                            repair,
+                                            otherwise: Otherwise::Upload,
+                                        }));
                                     }
                                 }
                             }
@@ -462,19 +510,94 @@ fn relative_to<'a>(rel: &'a str, strip: &str) -> Option<&'a str> {
     }
 }
 
-/// Streams one file to the destination and says how it went. Transient
-/// errors end the chunk (it is retried); anything else is this item's failure.
-async fn copy_file(
+/// A destination file that may be what an interrupted run of this round
+/// sent (same size, other modified time: its upload finished, setting its
+/// times did not). Checked by content hash before anything is sent.
+struct Repair {
+    item_id: String,
+    hash: Option<String>,
+}
+
+/// What to do when a [`Repair`] candidate turns out to differ.
+enum Otherwise {
+    Upload,
+    Record(Outcome),
+}
+
+/// One file's work, run concurrently with others.
+struct FileWork {
     origin: Arc<Origin>,
     destination: crate::Destinations,
     drive: DriveRef,
     entry: SourceEntry,
     dest_rel: String,
-    mut record: ItemRecord,
-) -> Result<Copied, ConnectorError> {
+    record: ItemRecord,
+    repair: Option<Repair>,
+    otherwise: Otherwise,
+}
+
+async fn source_hash(origin: &Origin, entry: &SourceEntry) -> Result<String, ConnectorError> {
+    use futures_util::StreamExt;
+    let mut stream = origin.open(entry).await?;
+    let mut h = quickxorhash::QuickXorHash::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|source| ConnectorError::Io {
+            location: entry.location.clone(),
+            source,
+        })?;
+        h.update(&chunk);
+    }
+    use base64::Engine;
+    Ok(base64::engine::general_purpose::STANDARD.encode(h.finalize()))
+}
+
+/// Streams one file to the destination (or, for a [`Repair`], confirms it
+/// is already there) and says how it went. Transient errors end the chunk
+/// (it is retried); anything else is this item's failure.
+async fn copy_file(work: FileWork) -> Result<Copied, ConnectorError> {
+    let FileWork {
+        origin,
+        destination,
+        drive,
+        entry,
+        dest_rel,
+        mut record,
+        repair,
+        otherwise,
+    } = work;
+    let guid_for = |id: &str| {
+        entry.unique_id.map(|g| {
+            (
+                g,
+                GuidEntry {
+                    item_id: id.to_string(),
+                    rel_path: dest_rel.clone(),
+                },
+            )
+        })
+    };
     let result = async {
+        if let Some(repair) = &repair {
+            let same =
+                repair.hash.is_some() && source_hash(&origin, &entry).await.ok() == repair.hash;
+            if same {
+                destination
+                    .set_file_times(
+                        &drive,
+                        &repair.item_id,
+                        &dest_rel,
+                        entry.created,
+                        entry.modified,
+                    )
+                    .await?;
+                return Ok((repair.item_id.clone(), 0, Outcome::Copied));
+            }
+            if let Otherwise::Record(outcome) = &otherwise {
+                return Ok((repair.item_id.clone(), 0, outcome.clone()));
+            }
+        }
         let content = origin.open(&entry).await?;
-        destination
+        let item = destination
             .upload(
                 &drive,
                 &dest_rel,
@@ -483,23 +606,19 @@ async fn copy_file(
                 entry.created,
                 entry.modified,
             )
-            .await
+            .await?;
+        Ok::<_, ConnectorError>((item.id, entry.size, Outcome::Copied))
     }
     .await;
+    record.at = Utc::now();
     match result {
-        Ok(item) => {
-            record.bytes_sent = entry.size;
-            record.at = Utc::now();
-            let guid = entry.unique_id.map(|g| {
-                (
-                    g,
-                    GuidEntry {
-                        item_id: item.id.clone(),
-                        rel_path: dest_rel.clone(),
-                    },
-                )
-            });
-            Ok(Copied { record, guid })
+        Ok((id, sent, outcome)) => {
+            record.bytes_sent = sent;
+            record.outcome.outcome = outcome;
+            Ok(Copied {
+                guid: guid_for(&id),
+                record,
+            })
         }
         Err(e) if e.is_transient() || matches!(e, ConnectorError::Auth { .. }) => Err(e),
         Err(e) => {
@@ -527,10 +646,27 @@ async fn copy_file(
                 message: e.to_string(),
                 code,
             };
-            record.at = Utc::now();
             Ok(Copied { record, guid: None })
         }
     }
+}
+
+/// A destination file at `rel` with the source's size but another modified
+/// time: possibly sent by the interrupted run without its times.
+fn repair_candidate(
+    target: &std::sync::Mutex<TargetIndex>,
+    rel: &str,
+    entry: &SourceEntry,
+) -> Option<Repair> {
+    lock(target).at(rel).and_then(|t| {
+        (t.kind == ItemKind::File
+            && t.size == entry.size
+            && t.modified.map(|m| m.timestamp()) != entry.modified.map(|m| m.timestamp()))
+        .then(|| Repair {
+            item_id: t.id.clone(),
+            hash: t.quick_xor_hash.clone(),
+        })
+    })
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -681,6 +817,7 @@ impl ItemContext<'_> {
                 outcome,
             },
             bytes_sent: 0,
+            source_modified: entry.modified,
             at: Utc::now(),
         }
     }
