@@ -104,9 +104,15 @@ impl HttpStats {
     }
 }
 
-/// Installs rustls' ring provider as the process default, once. reqwest is built
-/// with `rustls-no-provider` so that ring is the only crypto stack in the tree.
-fn install_crypto_provider() {
+/// Installs rustls' ring provider as the process default, once (idempotent).
+///
+/// reqwest is built with `rustls-no-provider` so that ring is the only crypto stack
+/// in the tree; cargo unifies that feature across the workspace, so *any*
+/// `reqwest::Client` built in a process that links this crate (binaries, and every
+/// test binary of a `--workspace` run) panics unless a provider is installed
+/// first. The connectors call this themselves; call it at the top of `main` and in
+/// test helpers that build their own clients.
+pub fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // Err means another part of the process installed one first: fine.

@@ -25,7 +25,7 @@ pub mod graph;
 mod http;
 pub mod spserver;
 
-pub use http::{HttpConfig, HttpStats, HttpStatsSnapshot};
+pub use http::{install_crypto_provider, HttpConfig, HttpStats, HttpStatsSnapshot};
 
 /// A file's content, streamed.
 pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
