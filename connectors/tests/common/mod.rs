@@ -29,6 +29,8 @@ impl TestSim {
     }
 
     pub async fn start_with(f: impl FnOnce(&mut Config)) -> TestSim {
+        // The tests build their own reqwest clients too.
+        ferry_connectors::install_crypto_provider();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cfg = Config {
             data_dir: dir.path().join("sim"),
