@@ -27,6 +27,9 @@ pub struct Config {
     /// Registered applications (client credentials, certificate JWT, ROPC, device code).
     /// Default: one app `ferry` / `ferry-secret`.
     pub apps: Vec<AppRegistration>,
+    /// Certificates registered for apps: assertions from these apps are signature-checked.
+    /// Default: none.
+    pub app_certificates: Vec<AppCertificate>,
     /// Users for Basic auth, ROPC and device-code approval. Default: `someone@example.com` /
     /// `password`.
     pub users: Vec<User>,
@@ -87,10 +90,22 @@ pub struct AppRegistration {
     #[serde(default)]
     pub secret: Option<String>,
     /// SHA-1 thumbprint (hex or base64url `x5t`) of a registered certificate. When set,
-    /// a `client_assertion` JWT must carry it in its `x5t` header. Signatures are not
-    /// verified.
+    /// a `client_assertion` JWT must carry it in its `x5t` header. On its own it does not
+    /// verify signatures (see `certificate_pem`).
     #[serde(default)]
     pub certificate_thumbprint: Option<String>,
+}
+
+/// A certificate registered for an app (its public half). With one registered, the
+/// app's `client_assertion` JWTs must carry this certificate's SHA-1 thumbprint in `x5t`
+/// (when they send one) and their RS256 signature is verified with its public key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppCertificate {
+    /// The app (client id) the certificate belongs to.
+    pub client_id: String,
+    /// The certificate, PEM text (`-----BEGIN CERTIFICATE-----`).
+    pub certificate_pem: String,
 }
 
 /// A user of the emulated directory / SharePoint Server farm.
@@ -157,6 +172,7 @@ impl Default for Config {
                 secret: Some("ferry-secret".to_owned()),
                 certificate_thumbprint: None,
             }],
+            app_certificates: Vec::new(),
             users: vec![User {
                 upn: "someone@example.com".to_owned(),
                 password: "password".to_owned(),

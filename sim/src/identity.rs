@@ -3,8 +3,10 @@
 //!
 //! Tokens are opaque random strings. A certificate `client_assertion` is accepted when
 //! it is a well-formed RS256 JWT whose `iss` and `sub` are a registered client id, whose
-//! `exp` is in the future and (when the app registers a thumbprint) whose `x5t` header
-//! matches it. The signature is NOT verified.
+//! `exp` is in the future, whose `x5t` header matches the registered thumbprint (when
+//! one is registered) and — when a certificate is registered for the app
+//! (`Config::app_certificates`) — whose signature verifies against the certificate's RSA public
+//! key (ring). Apps registering only a thumbprint get no signature check.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -313,6 +315,29 @@ fn token(sim: &Sim, form: &std::collections::HashMap<String, String>) -> Respons
                         );
                     }
                 }
+                let certs: Vec<&str> = sim
+                    .cfg
+                    .app_certificates
+                    .iter()
+                    .filter(|c| c.client_id == app.client_id)
+                    .map(|c| c.certificate_pem.as_str())
+                    .collect();
+                if !certs.is_empty()
+                    && !certs
+                        .iter()
+                        .any(|pem| verify_assertion(assertion, &hdr, pem).is_ok())
+                {
+                    let why = certs
+                        .iter()
+                        .find_map(|pem| verify_assertion(assertion, &hdr, pem).err())
+                        .unwrap_or("no match");
+                    return oauth_err(
+                        401,
+                        "invalid_client",
+                        700027,
+                        &format!("Client assertion failed signature validation: {why}."),
+                    );
+                }
                 return issue(sim, &app.client_id, None, false, &scope);
             }
             let Some(app) = app else {
@@ -458,4 +483,79 @@ pub fn approve(sim: &Sim, user_code: &str, upn: &str) -> bool {
         }
     }
     false
+}
+
+/// Verify an RS256 JWT against a PEM certificate (and its `x5t`, when present).
+fn verify_assertion(jwt: &str, hdr: &Value, cert_pem: &str) -> Result<(), &'static str> {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let b64: String = cert_pem
+        .split("-----BEGIN CERTIFICATE-----")
+        .nth(1)
+        .and_then(|r| r.split("-----END CERTIFICATE-----").next())
+        .ok_or("the registered certificate is not PEM")?
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let der = STANDARD
+        .decode(b64)
+        .map_err(|_| "the registered certificate is not PEM")?;
+    if let Some(x5t) = hdr.get("x5t").and_then(Value::as_str) {
+        let thumb = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &der);
+        if URL_SAFE_NO_PAD
+            .decode(x5t.trim_end_matches('='))
+            .ok()
+            .as_deref()
+            != Some(thumb.as_ref())
+        {
+            return Err("x5t does not match the registered certificate");
+        }
+    }
+    let key = rsa_public_key(&der).ok_or("the registered certificate has no RSA public key")?;
+    let (signed, sig) = jwt.rsplit_once('.').ok_or("malformed JWT")?;
+    let sig = URL_SAFE_NO_PAD
+        .decode(sig.trim_end_matches('='))
+        .map_err(|_| "malformed signature")?;
+    ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, key)
+        .verify(signed.as_bytes(), &sig)
+        .map_err(|_| "bad signature")
+}
+
+/// One DER TLV: (tag, contents, rest).
+fn der_tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *b.first()?;
+    let l0 = *b.get(1)? as usize;
+    let (len, hdr) = if l0 < 0x80 {
+        (l0, 2)
+    } else {
+        let n = l0 & 0x7f;
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for i in 0..n {
+            len = (len << 8) | *b.get(2 + i)? as usize;
+        }
+        (len, 2 + n)
+    };
+    let end = hdr.checked_add(len)?;
+    Some((tag, b.get(hdr..end)?, b.get(end..)?))
+}
+
+/// The PKCS#1 `RSAPublicKey` inside an X.509 certificate's SubjectPublicKeyInfo.
+fn rsa_public_key(cert: &[u8]) -> Option<&[u8]> {
+    let (_, cert_body, _) = der_tlv(cert)?; // Certificate SEQUENCE
+    let (_, tbs, _) = der_tlv(cert_body)?; // TBSCertificate SEQUENCE
+    let mut rest = tbs;
+    let (tag, _, r) = der_tlv(rest)?;
+    if tag == 0xa0 {
+        rest = r; // [0] version
+    }
+    // serialNumber, signature, issuer, validity, subject
+    for _ in 0..5 {
+        rest = der_tlv(rest)?.2;
+    }
+    let (_, spki, _) = der_tlv(rest)?; // SubjectPublicKeyInfo SEQUENCE
+    let (_, _alg, r) = der_tlv(spki)?;
+    let (tag, bits, _) = der_tlv(r)?;
+    (tag == 0x03 && bits.first() == Some(&0)).then(|| &bits[1..])
 }

@@ -42,7 +42,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 
-pub use config::{AppRegistration, Config, FaultConfig, Import, Settings, ThrottleConfig, User};
+pub use config::{
+    AppCertificate, AppRegistration, Config, FaultConfig, Import, Settings, ThrottleConfig, User,
+};
 pub use error::SimError;
 pub use seed::{Farm, ItemSpec, LibSpec, SiteSpec, WebSpec};
 

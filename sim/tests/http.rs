@@ -2716,3 +2716,119 @@ async fn admin_token_protects_the_admin_surface() {
     assert_eq!(r.status(), 200);
     sim.stop().await;
 }
+
+/// Sign an RS256 client assertion with a fixture key (PKCS#8 PEM).
+fn signed_assertion(key_pem: &str, cert_pem: &str, client_id: &str, aud: &str) -> String {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    let der = |pem: &str, label: &str| {
+        let b: String = pem
+            .split(&format!("-----BEGIN {label}-----"))
+            .nth(1)
+            .unwrap()
+            .split("-----END")
+            .next()
+            .unwrap()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        STANDARD.decode(b).unwrap()
+    };
+    let key = ring::signature::RsaKeyPair::from_pkcs8(&der(key_pem, "PRIVATE KEY")).unwrap();
+    let thumb = ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        &der(cert_pem, "CERTIFICATE"),
+    );
+    let now = chrono::Utc::now().timestamp();
+    let head = URL_SAFE_NO_PAD.encode(
+        json!({"alg": "RS256", "typ": "JWT", "x5t": URL_SAFE_NO_PAD.encode(thumb.as_ref())})
+            .to_string(),
+    );
+    let claims = URL_SAFE_NO_PAD.encode(json!({"aud": aud, "iss": client_id, "sub": client_id, "jti": "x", "nbf": now, "exp": now + 600}).to_string());
+    let input = format!("{head}.{claims}");
+    let mut sig = vec![0u8; key.public().modulus_len()];
+    key.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        input.as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_assertions_are_signature_checked_when_a_certificate_is_registered() {
+    let fx = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let read = |n: &str| std::fs::read_to_string(fx.join(n)).unwrap();
+    let (app_key, app_cert, other_key, other_cert) = (
+        read("app-key.pem"),
+        read("app-cert.pem"),
+        read("other-key.pem"),
+        read("other-cert.pem"),
+    );
+    let cert = app_cert.clone();
+    let sim = TestSim::start_with(move |c| {
+        c.apps.push(ferry_sim::AppRegistration {
+            client_id: "cert-app".into(),
+            secret: None,
+            certificate_thumbprint: None,
+        });
+        c.app_certificates.push(ferry_sim::AppCertificate {
+            client_id: "cert-app".into(),
+            certificate_pem: cert,
+        });
+    })
+    .await;
+    let ep = sim.url("/common/oauth2/v2.0/token");
+    let send = |assertion: String| {
+        let sim = &sim;
+        let ep = ep.clone();
+        async move {
+            let r = sim
+                .http
+                .post(&ep)
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", "cert-app"),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", &assertion),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, v) = send(signed_assertion(&app_key, &app_cert, "cert-app", &ep)).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = sim
+        .get_json(v["access_token"].as_str().unwrap(), "/v1.0/sites/root")
+        .await;
+    assert_eq!(s, 200);
+    // Signed by another key, presenting another certificate → refused.
+    let (s, v) = send(signed_assertion(&other_key, &other_cert, "cert-app", &ep)).await;
+    assert_eq!(s, 401, "{v}");
+    // Signed by another key but claiming the registered certificate's thumbprint → bad signature.
+    let (s, v) = send(signed_assertion(&other_key, &app_cert, "cert-app", &ep)).await;
+    assert_eq!(s, 401);
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("bad signature"),
+        "{v}"
+    );
+    // A tampered payload → bad signature.
+    let good = signed_assertion(&app_key, &app_cert, "cert-app", &ep);
+    let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+    parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+        json!({"iss": "cert-app", "sub": "cert-app", "exp": chrono::Utc::now().timestamp() + 999})
+            .to_string(),
+    );
+    let (s, _) = send(parts.join(".")).await;
+    assert_eq!(s, 401);
+    sim.stop().await;
+}
