@@ -1,7 +1,7 @@
 //! The SharePoint Online destination over Microsoft Graph (`/v1.0`) or SharePoint's
 //! own `/_api/v2.0` drive API (same shapes).
 //!
-//! - Throttling and retries happen in one place ([`crate::http`]); an expired token
+//! - Throttling and retries happen in one place (`crate::http`); an expired token
 //!   (`401`) is renewed once per request.
 //! - Uploads stream: small files (≤ [`GraphConfig::small_upload_limit`]) are buffered
 //!   and sent with one `PUT …/content` followed by a `PATCH` of `fileSystemInfo`;

@@ -1276,3 +1276,63 @@ async fn auth_renews_tokens_before_they_expire() {
     assert!(tp.stats().snapshot().requests >= 2);
     sim.stop().await;
 }
+
+/// Upload throughput against the emulator (debug build, loopback): many small files
+/// with concurrency, one large file through an upload session. Run with
+/// `--run-ignored all` to see the numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement"]
+async fn measure_uploads() {
+    let sim = TestSim::start().await;
+    let g = Arc::new(sim.graph());
+    let drive = g.resolve_library(&sim.base, "Documents").await.unwrap();
+    g.ensure_folder(&drive, "small").await.unwrap();
+    for concurrency in [1usize, 8] {
+        let n = 400;
+        let t = std::time::Instant::now();
+        let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let (g, d, sem) = (g.clone(), drive.clone(), sem.clone());
+            tasks.push(tokio::spawn(async move {
+                let _p = sem.acquire().await.unwrap();
+                g.upload(
+                    &d,
+                    &format!("small/c{concurrency}-{i}.txt"),
+                    4096,
+                    stream_of(bytes_of(4096, i as u64), 4096),
+                    None,
+                    None,
+                )
+                .await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let secs = t.elapsed().as_secs_f64();
+        eprintln!(
+            "{n} x 4 KiB, concurrency {concurrency}: {:.0} files/s",
+            n as f64 / secs
+        );
+    }
+    let size = 64 * 1024 * 1024;
+    let data = bytes_of(size, 5);
+    let t = std::time::Instant::now();
+    g.upload(
+        &drive,
+        "large.bin",
+        size as u64,
+        stream_of(data, 256 * 1024),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!(
+        "64 MiB via upload session (10 MiB fragments): {:.0} MB/s",
+        size as f64 / 1e6 / secs
+    );
+    sim.stop().await;
+}
