@@ -603,6 +603,15 @@ async fn graph_uploads_small_session_and_empty_with_times_and_hashes() {
         .unwrap();
     assert_eq!(it.size, 0);
     assert_eq!(it.quick_xor_hash.as_deref(), Some(qxh(&[]).as_str()));
+    // Times repaired afterwards.
+    let fixed = g
+        .set_file_times(&drive, &it.id, "empty.txt", Some(created), Some(modified))
+        .await
+        .unwrap();
+    assert_eq!(
+        (fixed.created, fixed.modified),
+        (Some(created), Some(modified))
+    );
 
     // Read back: times preserved, content hash as sent.
     for (path, data) in [(name, &small), ("New Folder/big.bin", &big)] {
