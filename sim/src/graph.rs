@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{Method, Request};
+use axum::http::Method;
 use axum::response::Response;
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -48,8 +48,7 @@ fn user_ref(name: &str) -> Value {
 }
 
 /// A driveItem.
-pub fn item_json(sim: &Sim, st: &State, id: Uuid, api_base: &str) -> Value {
-    let _ = api_base;
+pub fn item_json(sim: &Sim, st: &State, id: Uuid, _api_base: &str) -> Value {
     let it = &st.items[&id];
     let lib = &st.libs[&it.list_id];
     let web = &st.webs[&lib.web_id];
@@ -1103,6 +1102,5 @@ async fn batch(sim: &Arc<Sim>, ctx: &Ctx, prefix: &str, body: Body) -> SimResult
         }
         out.push(o);
     }
-    let _ = Request::<Body>::default;
     Ok(json_resp(200, &json!({"responses": out})))
 }

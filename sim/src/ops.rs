@@ -191,8 +191,7 @@ pub fn commit_file(
         }
     } else {
         check_name(name)?;
-        let p = live_folder(&st, parent)?;
-        let _ = p;
+        live_folder(&st, parent)?;
         match st.child(parent, name) {
             Some(ex) => match conflict {
                 Conflict::Fail => {

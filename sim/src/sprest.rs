@@ -621,8 +621,7 @@ fn navigate(
                     ))
                 })?)
             }
-            (Obj::Items(l), _, _) if n.parse::<u64>().is_ok() => {
-                let _ = l;
+            (Obj::Items(_), _, _) if n.parse::<u64>().is_ok() => {
                 return Err(SimError::InvalidRequest("Use items(id).".into()));
             }
             (Obj::Folder(f), "files", None) => Obj::Files(f),
@@ -642,16 +641,13 @@ fn navigate(
                 value = true;
                 Obj::File(f)
             }
-            (Obj::Webs(w), "add", None)
-            | (Obj::Files(w), "add", _)
-            | (Obj::Folders(w), "add", _)
-                if idx == segs.len() - 1 =>
+            (o @ (Obj::Webs(_) | Obj::Files(_) | Obj::Folders(_)), "add", _)
+                if idx == segs.len() - 1 && (a.is_none() || !matches!(o, Obj::Webs(_))) =>
             {
                 trailing_action = Some(("add".into(), a.map(str::to_owned)));
-                obj_same(obj, w)
+                o
             }
-            (o, _, _) => {
-                let _ = o;
+            _ => {
                 return Err(SimError::InvalidRequest(format!(
                     "The resource segment '{}' is not supported here.",
                     seg.name
@@ -836,10 +832,6 @@ fn navigate(
         }
     };
     Ok(Step::Json(sp_json(f, 200, &v)))
-}
-
-fn obj_same(o: Obj, _w: Uuid) -> Obj {
-    o
 }
 
 fn parse_skiptoken(t: &str) -> SimResult<u64> {

@@ -2832,3 +2832,89 @@ async fn certificate_assertions_are_signature_checked_when_a_certificate_is_regi
     assert_eq!(s, 401);
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_uploads_and_name_rules() {
+    let sim = TestSim::start().await;
+    let tok = sim.token().await;
+    let did = sim.root_drive(&tok).await;
+    // 200 concurrent uploads into the same (auto-created) folders.
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (http, url, tok) = (
+            sim.http.clone(),
+            sim.url(&format!(
+                "/v1.0/drives/{did}/root:/conc/sub{}/f{i}.bin:/content",
+                i % 3
+            )),
+            tok.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            http.put(url)
+                .bearer_auth(tok)
+                .body(vec![i as u8; 100 + i])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        let s = t.await.unwrap();
+        assert!(s == 201, "{s}");
+    }
+    let (_, conc) = sim
+        .get_json(&tok, &format!("/v1.0/drives/{did}/root:/conc"))
+        .await;
+    assert_eq!(
+        conc["folder"]["childCount"], 3,
+        "one folder per name despite the races"
+    );
+    let total: u64 = (0..200u64).map(|i| 100 + i).sum();
+    assert_eq!(conc["size"], total);
+    let mut n = 0;
+    for k in 0..3 {
+        let (_, v) = sim
+            .get_json(
+                &tok,
+                &format!("/v1.0/drives/{did}/root:/conc/sub{k}:/children?$top=999"),
+            )
+            .await;
+        n += v["value"].as_array().unwrap().len();
+    }
+    assert_eq!(n, 200);
+    // SharePoint Online name rules.
+    for bad in [
+        "a%3Ab.txt",
+        "%20lead.txt",
+        "trail.txt%20",
+        "_vti_x.txt",
+        "q%3F.txt",
+        "pipe%7C.txt",
+        "star*.txt",
+        "lt%3C.txt",
+    ] {
+        let (s, v) = sim
+            .put_content(
+                &tok,
+                &format!("/v1.0/drives/{did}/root:/{bad}:/content"),
+                b"x".to_vec(),
+            )
+            .await;
+        assert_eq!(s, 400, "{bad}: {v}");
+    }
+    // Decoded server-relative path of 400+ characters.
+    let long = format!(
+        "/v1.0/drives/{did}/root:/{}/{}.txt:/content",
+        "d".repeat(200),
+        "f".repeat(200)
+    );
+    let (s, v) = sim.put_content(&tok, &long, b"x".to_vec()).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("400"),
+        "{v}"
+    );
+    sim.stop().await;
+}
