@@ -146,6 +146,9 @@ pub struct FaultConfig {
     pub error_500_share: f64,
     /// `Retry-After` seconds sent with injected 503s. Default 0, sent as 1 (the minimum).
     pub retry_after_secs: u64,
+    /// Also inject faults into pre-authorised transfer URLs (upload-session fragments,
+    /// download URLs), which are otherwise exempt. Default false.
+    pub transfer_urls: bool,
 }
 
 /// One local folder imported into a library at first start.

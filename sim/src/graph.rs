@@ -162,6 +162,23 @@ pub fn site_json(sim: &Sim, st: &State, web: Uuid) -> Value {
     v
 }
 
+/// A list resource (document libraries only).
+pub fn list_json(sim: &Sim, st: &State, lib: Uuid) -> Value {
+    let l = &st.libs[&lib];
+    let w = &st.webs[&l.web_id];
+    json!({
+        "createdDateTime": gtime(l.created),
+        "description": l.description,
+        "id": l.id,
+        "lastModifiedDateTime": gtime(st.items[&l.root].modified),
+        "name": l.url_name,
+        "displayName": l.title,
+        "webUrl": abs_url(sim, &st.lib_url(lib)),
+        "list": {"contentTypesEnabled": false, "hidden": false, "template": "documentLibrary"},
+        "parentReference": {"siteId": site_id(sim, st, w.id)},
+    })
+}
+
 /// A drive resource.
 pub fn drive_json(sim: &Sim, st: &State, lib: Uuid) -> Value {
     let l = &st.libs[&lib];
@@ -387,6 +404,42 @@ async fn sites(
                 200,
                 &json!({"@odata.context": format!("{api_base}/$metadata#drives"), "value": v}),
             ))
+        }
+        (Method::GET, "/lists") => {
+            let mut libs: Vec<_> = st.libs.values().filter(|l| l.web_id == web).collect();
+            libs.sort_by_key(|l| l.created);
+            let v: Vec<Value> = libs
+                .iter()
+                .map(|l| select(list_json(sim, &st, l.id), ctx.q("$select")))
+                .collect();
+            Ok(json_resp(200, &json!({"value": v})))
+        }
+        (Method::GET, t) if t.starts_with("/lists/") => {
+            let rest = &tail["/lists/".len()..];
+            let (id, sub) = rest.split_once('/').unwrap_or((rest, ""));
+            let lib = Uuid::try_parse(id.trim_matches(['{', '}']))
+                .ok()
+                .filter(|l| st.libs.get(l).is_some_and(|x| x.web_id == web))
+                .or_else(|| {
+                    st.libs
+                        .values()
+                        .find(|l| l.web_id == web && l.title.eq_ignore_ascii_case(id))
+                        .map(|l| l.id)
+                })
+                .ok_or_else(|| SimError::NotFound("The list could not be found.".into()))?;
+            match sub.to_ascii_lowercase().as_str() {
+                "" => Ok(json_resp(
+                    200,
+                    &select(list_json(sim, &st, lib), ctx.q("$select")),
+                )),
+                "drive" => Ok(json_resp(
+                    200,
+                    &select(drive_json(sim, &st, lib), ctx.q("$select")),
+                )),
+                _ => Err(SimError::InvalidRequest(format!(
+                    "Unsupported list segment '{sub}'."
+                ))),
+            }
         }
         (Method::GET, "/sites") => {
             let mut ws: Vec<_> = st.webs.values().filter(|w| w.parent == Some(web)).collect();

@@ -489,13 +489,27 @@ pub async fn dispatch(sim: Arc<Sim>, req: Request<Body>) -> Response {
     if crate::identity::is_identity(&lower) {
         return crate::identity::handle(&sim, &mut ctx, &path, body).await;
     }
-    if lower == "/_layouts/15/download.aspx" {
-        let r = crate::graph::predownload(&sim, &ctx).await;
-        return finish(&ctx, r);
-    }
-    if lower == "/_api/v2.0/uploadsession" {
-        ctx.flavor = Flavor::Graph;
-        let r = crate::upload::fragment_route(&sim, &ctx, body).await;
+    let transfer = lower == "/_layouts/15/download.aspx" || lower == "/_api/v2.0/uploadsession";
+    if transfer {
+        // Pre-authorised URLs: never throttled; faults only when `faults.transfer_urls`.
+        let inject = sim
+            .settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .faults
+            .transfer_urls;
+        if inject {
+            if let Some(e) = sim.fault() {
+                sim.counters.faults.fetch_add(1, Ordering::Relaxed);
+                drain(body).await;
+                return finish(&ctx, Err(e));
+            }
+        }
+        let r = if lower == "/_layouts/15/download.aspx" {
+            crate::graph::predownload(&sim, &ctx).await
+        } else {
+            crate::upload::fragment_route(&sim, &ctx, body).await
+        };
         return finish(&ctx, r);
     }
 

@@ -2918,3 +2918,74 @@ async fn concurrent_uploads_and_name_rules() {
     );
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_lists_and_transfer_url_faults() {
+    let sim = hr().await;
+    let tok = sim.token().await;
+    let (_, site) = sim.get_json(&tok, "/v1.0/sites/127.0.0.1:/sites/hr").await;
+    let sid = site["id"].as_str().unwrap().to_owned();
+    let (s, lists) = sim
+        .get_json(&tok, &format!("/v1.0/sites/{sid}/lists"))
+        .await;
+    assert_eq!(s, 200);
+    let arr = lists["value"].as_array().unwrap();
+    assert_eq!(arr.len(), 2);
+    assert!(arr
+        .iter()
+        .all(|l| l["list"]["template"] == "documentLibrary"));
+    let docs = arr
+        .iter()
+        .find(|l| l["displayName"] == "Documents")
+        .unwrap();
+    let (s, d) = sim
+        .get_json(
+            &tok,
+            &format!(
+                "/v1.0/sites/{sid}/lists/{}/drive",
+                docs["id"].as_str().unwrap()
+            ),
+        )
+        .await;
+    assert_eq!((s, d["name"].as_str()), (200, Some("Documents")));
+    let did = d["id"].as_str().unwrap().to_owned();
+    let (_, sess) = create_session(
+        &sim,
+        &tok,
+        &format!("/v1.0/drives/{did}/root:/t.bin:/createUploadSession"),
+        json!({}),
+    )
+    .await;
+    let url = sess["uploadUrl"].as_str().unwrap().to_owned();
+    // All API requests fail; transfer URLs are exempt by default…
+    let mut f = ferry_sim::FaultConfig {
+        error_503_share: 1.0,
+        retry_after_secs: 3,
+        ..Default::default()
+    };
+    sim.admin(Method::PUT, "/_sim/settings", Some(json!({"faults": f})))
+        .await;
+    let (s, _) = sim.get_json(&tok, "/v1.0/sites/root").await;
+    assert_eq!(s, 503);
+    let (s, _) = put_fragment(&sim, &url, &[1u8; 327_680], 0, 327_690).await;
+    assert_eq!(s, 202);
+    // …unless asked for.
+    f.transfer_urls = true;
+    sim.admin(Method::PUT, "/_sim/settings", Some(json!({"faults": f})))
+        .await;
+    let r = sim
+        .http
+        .put(&url)
+        .header("content-range", "bytes 327680-327689/327690")
+        .body(vec![2u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "3");
+    sim.admin(Method::PUT, "/_sim/settings", Some(json!({})))
+        .await;
+    let (s, v) = put_fragment(&sim, &url, &[2u8; 10], 327_680, 327_690).await;
+    assert_eq!(s, 201, "{v}");
+    sim.stop().await;
+}
