@@ -40,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     let sim = ferry_sim::start(cfg).await?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;

@@ -930,15 +930,20 @@ fn delta(
                 Some(n) => (true, n),
                 None => (false, t),
             };
-            let n: u64 = n.parse().map_err(|_| {
-                SimError::ResyncRequired("The delta token is not valid; resync required.".into())
-            })?;
-            if n > st.seq {
-                return Err(SimError::ResyncRequired(
-                    "The delta token is not valid; resync required.".into(),
-                ));
+            match n.parse::<u64>() {
+                Ok(n) if n <= st.seq => (initial, n),
+                // 410 Gone + `Location` of a fresh enumeration, as Graph answers.
+                _ => {
+                    let err = SimError::ResyncRequired(
+                        "The delta token is not valid; resync required.".into(),
+                    );
+                    let mut r = crate::http::error_response(ctx, &err);
+                    if let Ok(v) = axum::http::HeaderValue::from_str(&link_base) {
+                        r.headers_mut().insert("location", v);
+                    }
+                    return Ok(r);
+                }
             }
-            (initial, n)
         }
     };
     let mut vals = Vec::new();

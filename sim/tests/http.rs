@@ -1080,11 +1080,19 @@ async fn graph_delta_paging_tokens_and_changes() {
         2,
         "new file + its parent root: {v}"
     );
-    let (s, v) = sim
-        .get_json(&tok, &format!("/v1.0/drives/{did}/root/delta?token=999999"))
-        .await;
-    assert_eq!(s, 410);
-    assert_graph_error(&v, "resyncRequired");
+    let r = sim
+        .http
+        .get(sim.url(&format!("/v1.0/drives/{did}/root/delta?token=999999")))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 410);
+    assert!(r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .ends_with("/root/delta"));
+    assert_graph_error(&r.json().await.unwrap(), "resyncRequired");
     sim.stop().await;
 }
 

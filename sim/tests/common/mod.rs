@@ -18,6 +18,9 @@ pub struct TestSim {
 }
 
 pub fn client() -> reqwest::Client {
+    // reqwest is built without a default crypto provider in this workspace
+    // (the product uses ring only): install it before building a client.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
