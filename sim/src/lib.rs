@@ -19,7 +19,8 @@
 //!   `{data_dir}/blobs/{uuid}`; `..`, `.`, `\` path segments are rejected.
 //! - Metadata is kept in memory and persisted in batches by one thread (one redb
 //!   transaction per batch); `run` flushes before it returns. A crash loses at most the
-//!   batch in flight. Upload sessions and tokens are in memory only.
+//!   batch in flight. Upload sessions are persisted (bytes in `uploads/`); tokens and
+//!   request digests are in memory only.
 //! - Secrets and tokens are never logged.
 
 pub mod admin;
@@ -108,6 +109,7 @@ async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<Arc<http::Sim
         fault_draws: Default::default(),
         counters: Default::default(),
     });
+    upload::restore(&sim).await;
     if empty {
         let s = sim.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -156,6 +158,7 @@ async fn sweep(sim: Arc<http::Sim>) {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&k);
+            sim.store.put_record(format!("upload/{k}"), None);
             let _ = tokio::fs::remove_file(p).await;
         }
     }

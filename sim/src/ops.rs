@@ -14,7 +14,8 @@ use crate::http::Sim;
 use crate::store::{check_name, Item, State};
 
 /// What to do when a name is taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Conflict {
     /// 409 `nameAlreadyExists`.
     Fail,
@@ -157,7 +158,7 @@ fn live_folder(st: &State, id: Uuid) -> SimResult<&Item> {
 }
 
 /// File timestamps requested by the client.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct FsTimes {
     /// `createdDateTime`.
     pub created: Option<DateTime<Utc>>,

@@ -759,6 +759,8 @@ pub struct Store {
     pub blobs: PathBuf,
     /// `{data_dir}/uploads`.
     pub uploads: PathBuf,
+    /// Upload-session records found at open (taken once by the upload module).
+    pub upload_records: Mutex<Vec<Vec<u8>>>,
 }
 
 impl Store {
@@ -768,14 +770,9 @@ impl Store {
         let uploads = data_dir.join("uploads");
         std::fs::create_dir_all(&blobs)?;
         std::fs::create_dir_all(&uploads)?;
-        // Partial uploads do not survive a restart.
-        if let Ok(rd) = std::fs::read_dir(&uploads) {
-            for e in rd.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
         let db = redb::Database::create(data_dir.join("sim.redb"))?;
         let mut st = State::default();
+        let mut upload_records = Vec::new();
         {
             let tx = db.begin_write()?;
             tx.open_table(RECORDS)?;
@@ -814,6 +811,7 @@ impl Store {
                     "meta" if k == "meta/seq" => {
                         st.seq = serde_json::from_slice(&v).map_err(parse_err)?
                     }
+                    "upload" => upload_records.push(v),
                     _ => {}
                 }
             }
@@ -830,6 +828,7 @@ impl Store {
                 worker: Mutex::new(Some(worker)),
                 blobs,
                 uploads,
+                upload_records: Mutex::new(upload_records),
             },
             empty,
         ))
@@ -854,6 +853,15 @@ impl Store {
         for op in st.dirty.drain(..) {
             let _ = tx.send(op);
         }
+    }
+
+    /// Persist (`Some`) or delete (`None`) a record outside the item model (upload sessions).
+    pub fn put_record(&self, key: String, value: Option<Vec<u8>>) {
+        let op = match value {
+            Some(v) => Op::Put(key, v),
+            None => Op::Del(key),
+        };
+        let _ = self.tx.lock().unwrap_or_else(|e| e.into_inner()).send(op);
     }
 
     /// Wipe everything (state, blobs, store).

@@ -60,6 +60,122 @@ pub struct UploadSession {
     pub done: bool,
 }
 
+/// What survives a restart of an upload session (the bytes are in `uploads/{id}.part`;
+/// the hash is rebuilt from them).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SessionRecord {
+    id: String,
+    token: String,
+    parent: Uuid,
+    name: String,
+    replace_item: Option<Uuid>,
+    conflict: Conflict,
+    times: FsTimes,
+    total: Option<u64>,
+    next: u64,
+    expires: DateTime<Utc>,
+    defer_commit: bool,
+    author: String,
+    api_base: String,
+}
+
+impl UploadSession {
+    fn record(&self) -> SessionRecord {
+        SessionRecord {
+            id: self.id.clone(),
+            token: self.token.clone(),
+            parent: self.parent,
+            name: self.name.clone(),
+            replace_item: self.replace_item,
+            conflict: self.conflict,
+            times: self.times,
+            total: self.total,
+            next: self.next,
+            expires: self.expires,
+            defer_commit: self.defer_commit,
+            author: self.author.clone(),
+            api_base: self.api_base.clone(),
+        }
+    }
+}
+
+fn persist(sim: &Sim, s: &UploadSession) {
+    sim.store.put_record(
+        format!("upload/{}", s.id),
+        serde_json::to_vec(&s.record()).ok(),
+    );
+}
+
+fn forget(sim: &Sim, id: &str) {
+    sim.store.put_record(format!("upload/{id}"), None);
+}
+
+/// Restore the upload sessions persisted before a restart (re-hashing their bytes) and
+/// remove leftovers (expired sessions, orphan part and temp files).
+pub async fn restore(sim: &Arc<Sim>) {
+    let records = std::mem::take(
+        &mut *sim
+            .store
+            .upload_records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
+    let mut keep = std::collections::HashSet::new();
+    for raw in records {
+        let Ok(r) = serde_json::from_slice::<SessionRecord>(&raw) else {
+            continue;
+        };
+        let path = sim.store.uploads.join(format!("{}.part", r.id));
+        let alive = r.expires > Utc::now()
+            && (r.next == 0
+                || tokio::fs::metadata(&path)
+                    .await
+                    .is_ok_and(|m| m.len() >= r.next));
+        if !alive {
+            forget(sim, &r.id);
+            continue;
+        }
+        let mut s = UploadSession {
+            id: r.id.clone(),
+            token: r.token,
+            parent: r.parent,
+            name: r.name,
+            replace_item: r.replace_item,
+            conflict: r.conflict,
+            times: r.times,
+            total: r.total,
+            next: r.next,
+            expires: r.expires,
+            defer_commit: r.defer_commit,
+            author: r.author,
+            path,
+            hasher: quickxorhash::QuickXorHash::new(),
+            api_base: r.api_base,
+            done: false,
+        };
+        if s.next > 0 && rollback(&mut s, r.next).await.is_err() {
+            forget(sim, &r.id);
+            continue;
+        }
+        keep.insert(format!("{}.part", r.id));
+        sim.uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(r.id, Arc::new(tokio::sync::Mutex::new(s)));
+    }
+    if let Ok(mut rd) = tokio::fs::read_dir(&sim.store.uploads).await {
+        while let Ok(Some(e)) = rd.next_entry().await {
+            if !keep.contains(&e.file_name().to_string_lossy().into_owned()) {
+                let _ = tokio::fs::remove_file(e.path()).await;
+            }
+        }
+    }
+    let n = keep.len();
+    if n > 0 {
+        tracing::info!(message = "Upload sessions restored.", sessions = n);
+    }
+}
+
 fn fmt_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
@@ -107,6 +223,7 @@ pub fn create(
         api_base,
         done: false,
     };
+    persist(sim, &s);
     sim.uploads
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -214,6 +331,7 @@ async fn cancel(sim: &Sim, id: &str) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(id);
+    forget(sim, id);
     if let Some(s) = s {
         let mut s = s.lock().await;
         s.done = true;
@@ -364,6 +482,7 @@ async fn write_fragment(
         .fetch_add(len, Ordering::Relaxed);
     s.next = b + 1;
     s.expires = Utc::now() + Duration::seconds(sim.cfg.upload_session_lifetime_secs as i64);
+    persist(sim, s);
     if !last || s.defer_commit {
         return Ok(json_resp(202, &status_body(s)));
     }
@@ -423,6 +542,7 @@ async fn finish_upload(sim: &Arc<Sim>, s: &mut UploadSession) -> SimResult<Respo
         &s.author,
     );
     s.done = true;
+    forget(sim, &s.id);
     sim.uploads
         .lock()
         .unwrap_or_else(|e| e.into_inner())

@@ -2997,3 +2997,79 @@ async fn graph_lists_and_transfer_url_faults() {
     assert_eq!(s, 201, "{v}");
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_sessions_survive_a_restart() {
+    let mut sim = TestSim::start().await;
+    let tok = sim.token().await;
+    let did = sim.root_drive(&tok).await;
+    let frag = 327_680;
+    let data = bytes(frag * 3 + 77, 21);
+    let total = data.len();
+    let (_, sess) = create_session(
+        &sim,
+        &tok,
+        &format!("/v1.0/drives/{did}/root:/resume.bin:/createUploadSession"),
+        json!({}),
+    )
+    .await;
+    let url = sess["uploadUrl"].as_str().unwrap().to_owned();
+    assert_eq!(
+        put_fragment(&sim, &url, &data[..frag], 0, total).await.0,
+        202
+    );
+    assert_eq!(
+        put_fragment(&sim, &url, &data[frag..2 * frag], frag, total)
+            .await
+            .0,
+        202
+    );
+    // A cancelled session must not come back.
+    let (_, gone) = create_session(
+        &sim,
+        &tok,
+        &format!("/v1.0/drives/{did}/root:/gone.bin:/createUploadSession"),
+        json!({}),
+    )
+    .await;
+    let gone = gone["uploadUrl"].as_str().unwrap().to_owned();
+    assert_eq!(sim.http.delete(&gone).send().await.unwrap().status(), 204);
+
+    sim.restart_same_port().await;
+    let v: Value = sim
+        .http
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["nextExpectedRanges"][0],
+        format!("{}-{}", 2 * frag, total - 1)
+    );
+    assert_eq!(sim.http.get(&gone).send().await.unwrap().status(), 404);
+    assert_eq!(
+        put_fragment(&sim, &url, &data[2 * frag..3 * frag], 2 * frag, total)
+            .await
+            .0,
+        202
+    );
+    let (s, item) = put_fragment(&sim, &url, &data[3 * frag..], 3 * frag, total).await;
+    assert_eq!(s, 201, "{item}");
+    assert_eq!(
+        item["file"]["hashes"]["quickXorHash"],
+        qxh(&data),
+        "hash rebuilt from the part file"
+    );
+    // Completed sessions do not come back either.
+    sim.restart_same_port().await;
+    assert_eq!(sim.http.get(&url).send().await.unwrap().status(), 404);
+    let names: Vec<String> = std::fs::read_dir(sim.dir.path().join("uploads"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+    sim.stop().await;
+}

@@ -63,6 +63,18 @@ impl TestSim {
         self.handle = Some(h);
     }
 
+    /// Stop and start again on the same data dir and the same port (URLs stay valid).
+    pub async fn restart_same_port(&mut self) {
+        let h = self.handle.take().expect("running");
+        let addr = h.addr;
+        h.shutdown().await.expect("shutdown");
+        let h = ferry_sim::start_on(addr, self.cfg.clone())
+            .await
+            .expect("restart on the same port");
+        self.base = h.base_url.clone();
+        self.handle = Some(h);
+    }
+
     pub async fn stop(mut self) {
         if let Some(h) = self.handle.take() {
             h.shutdown().await.expect("shutdown");
