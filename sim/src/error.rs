@@ -44,6 +44,9 @@ pub enum SimError {
     /// The method is not supported on this resource.
     #[error("The HTTP method is not supported for this resource.")]
     MethodNotAllowed,
+    /// An `If-Match` precondition failed (the item changed since the client read it).
+    #[error("{0}")]
+    PreconditionFailed(String),
     /// A delta token is unknown or too old.
     #[error("{0}")]
     ResyncRequired(String),
@@ -84,6 +87,7 @@ impl SimError {
             SimError::RangeNotSatisfiable(_) => 416,
             SimError::TooLarge(_) => 413,
             SimError::MethodNotAllowed => 405,
+            SimError::PreconditionFailed(_) => 412,
             SimError::ResyncRequired(_) => 410,
             SimError::Gone(_) => 404,
             SimError::Io(_) | SimError::Store(_) => 500,
@@ -115,6 +119,7 @@ impl SimError {
             SimError::RangeNotSatisfiable(_) => "invalidRange",
             SimError::TooLarge(_) => "requestEntityTooLarge",
             SimError::MethodNotAllowed => "invalidRequest",
+            SimError::PreconditionFailed(_) => "resourceModified",
             SimError::ResyncRequired(_) => "resyncRequired",
             SimError::Gone(_) => "itemNotFound",
             SimError::Io(_) | SimError::Store(_) => "generalException",

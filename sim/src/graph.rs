@@ -64,7 +64,7 @@ pub fn item_json(sim: &Sim, st: &State, id: Uuid, _api_base: &str) -> Value {
     }
     let mut v = json!({
         "createdDateTime": gtime(it.created),
-        "eTag": format!("\"{{{}}},{}\"", id.to_string().to_uppercase(), it.version),
+        "eTag": format!("\"{{{}}},{}\"", id.to_string().to_uppercase(), it.etag_rev()),
         "id": gid,
         "lastModifiedDateTime": gtime(it.modified),
         "name": if it.parent.is_none() { "root".to_owned() } else { it.name.clone() },
@@ -571,6 +571,39 @@ async fn drive(
         parse_addr(&st, lib, tail)?
     };
     let action_l = action.to_ascii_lowercase();
+    // `If-Match` (eTag or cTag) on writes: 412 `resourceModified` when the item changed.
+    if let Some(want) = ctx.header("if-match").filter(|_| ctx.method != Method::GET) {
+        let ok = match &addr {
+            Addr::Existing(id) => {
+                let st = sim.store.read();
+                let it = &st.items[id];
+                let u = id.to_string().to_uppercase();
+                let tags = [
+                    format!("{{{u}}},{}", it.etag_rev()),
+                    format!("c:{{{u}}},{}", it.version),
+                ];
+                // Entity tags are quoted and contain commas: take the quoted strings
+                // (or the whole value when unquoted).
+                let quoted: Vec<&str> = want.split('"').skip(1).step_by(2).collect();
+                let cands = if quoted.is_empty() {
+                    vec![want.trim()]
+                } else {
+                    quoted
+                };
+                want.trim() == "*"
+                    || cands
+                        .iter()
+                        .any(|w| tags.iter().any(|t| t.eq_ignore_ascii_case(w)))
+            }
+            Addr::Missing { .. } => false,
+        };
+        if !ok {
+            crate::http::drain(body).await;
+            return Err(SimError::PreconditionFailed(
+                "ETag does not match the current item's value.".into(),
+            ));
+        }
+    }
     let conflict_q = ctx
         .q("@microsoft.graph.conflictBehavior")
         .map(str::to_owned);

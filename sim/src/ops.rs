@@ -246,6 +246,7 @@ pub fn commit_file(
             blob: Some(w.blob),
             qxh: w.qxh.clone(),
             version: 1,
+            meta_rev: 0,
             seq: 0,
             deleted: false,
             author: author.to_owned(),
@@ -303,6 +304,7 @@ pub fn create_folder(
         blob: None,
         qxh: String::new(),
         version: 1,
+        meta_rev: 0,
         seq: 0,
         deleted: false,
         author: author.to_owned(),
@@ -388,6 +390,7 @@ pub fn update_item(
     if let Some(c) = times.created {
         it.created = c;
     }
+    it.meta_rev += 1;
     it.modified = times
         .modified
         .unwrap_or(if new_name.is_some() || new_parent.is_some() {
@@ -466,7 +469,7 @@ pub async fn stream_blob(
             format!(
                 "\"{{{}}},{}\"",
                 item.unique_id.to_string().to_uppercase(),
-                item.version
+                item.etag_rev()
             ),
         );
     if status == 206 {

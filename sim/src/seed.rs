@@ -358,6 +358,7 @@ fn seed_item(sim: &Sim, root: Uuid, spec: &ItemSpec) -> SimResult<()> {
         blob: w.as_ref().map(|w| w.blob),
         qxh: w.map(|w| w.qxh).unwrap_or_default(),
         version: 1,
+        meta_rev: 0,
         seq: 0,
         deleted: false,
         author: "System Account".into(),

@@ -271,7 +271,7 @@ impl Out<'_> {
         );
         let o = json!({
             "CheckInComment": "", "CheckOutType": 2, "ContentTag": format!("{{{}}},{},{}", it.unique_id.to_string().to_uppercase(), it.version, it.version),
-            "CustomizedPageStatus": 0, "ETag": format!("\"{{{}}},{}\"", it.unique_id.to_string().to_uppercase(), it.version),
+            "CustomizedPageStatus": 0, "ETag": format!("\"{{{}}},{}\"", it.unique_id.to_string().to_uppercase(), it.etag_rev()),
             "Exists": true, "IrmEnabled": false, "Length": it.size.to_string(), "Level": 1, "LinkingUri": null, "LinkingUrl": "",
             "MajorVersion": it.version, "MinorVersion": 0, "Name": it.name, "ServerRelativeUrl": url,
             "TimeCreated": sptime(it.created), "TimeLastModified": sptime(it.modified), "Title": null,

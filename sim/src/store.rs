@@ -105,14 +105,24 @@ pub struct Item {
     pub blob: Option<Uuid>,
     /// quickXorHash, base64.
     pub qxh: String,
-    /// Version counter (eTag).
+    /// Content version (cTag; part of the eTag).
     pub version: u32,
+    /// Metadata revisions (rename, move, timestamps) — the eTag is `version + meta_rev`.
+    #[serde(default)]
+    pub meta_rev: u32,
     /// Change sequence number (delta ordering).
     pub seq: u64,
     /// Tombstone for delta.
     pub deleted: bool,
     /// Who created it.
     pub author: String,
+}
+
+impl Item {
+    /// The number in the eTag (changes on any change; the cTag only on content changes).
+    pub fn etag_rev(&self) -> u32 {
+        self.version + self.meta_rev
+    }
 }
 
 /// A hub site registration.
@@ -453,6 +463,7 @@ impl State {
             blob: None,
             qxh: String::new(),
             version: 1,
+            meta_rev: 0,
             seq: 0,
             deleted: false,
             author: "System Account".into(),

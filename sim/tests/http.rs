@@ -3073,3 +3073,88 @@ async fn upload_sessions_survive_a_restart() {
     assert!(names.is_empty(), "{names:?}");
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_match_preconditions_on_writes() {
+    let sim = TestSim::start().await;
+    let tok = sim.token().await;
+    let did = sim.root_drive(&tok).await;
+    let (_, a) = sim
+        .put_content(
+            &tok,
+            &format!("/v1.0/drives/{did}/root:/m.txt:/content"),
+            b"v1".to_vec(),
+        )
+        .await;
+    let id = a["id"].as_str().unwrap().to_owned();
+    let (etag, ctag) = (
+        a["eTag"].as_str().unwrap().to_owned(),
+        a["cTag"].as_str().unwrap().to_owned(),
+    );
+    // Rename with the current eTag → ok; eTag changes, cTag (content) does not.
+    let r = sim
+        .http
+        .patch(sim.url(&format!("/v1.0/drives/{did}/items/{id}")))
+        .bearer_auth(&tok)
+        .header("if-match", &etag)
+        .json(&json!({"name": "m2.txt"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let b: Value = r.json().await.unwrap();
+    assert_ne!(b["eTag"], etag.as_str());
+    assert_eq!(b["cTag"], ctag.as_str());
+    // The old eTag no longer matches.
+    let r = sim
+        .http
+        .patch(sim.url(&format!("/v1.0/drives/{did}/items/{id}")))
+        .bearer_auth(&tok)
+        .header("if-match", &etag)
+        .json(&json!({"name": "m3.txt"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 412);
+    assert_graph_error(&r.json().await.unwrap(), "resourceModified");
+    let r = sim
+        .http
+        .put(sim.url(&format!("/v1.0/drives/{did}/items/{id}/content")))
+        .bearer_auth(&tok)
+        .header("if-match", "\"{00000000-0000-0000-0000-000000000000},1\"")
+        .body("v2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 412);
+    // The cTag works for content replacement; then DELETE with a stale tag fails.
+    let r = sim
+        .http
+        .put(sim.url(&format!("/v1.0/drives/{did}/items/{id}/content")))
+        .bearer_auth(&tok)
+        .header("if-match", &ctag)
+        .body("v2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = sim
+        .http
+        .delete(sim.url(&format!("/v1.0/drives/{did}/items/{id}")))
+        .bearer_auth(&tok)
+        .header("if-match", &ctag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 412);
+    let r = sim
+        .http
+        .delete(sim.url(&format!("/v1.0/drives/{did}/items/{id}")))
+        .bearer_auth(&tok)
+        .header("if-match", "*")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    sim.stop().await;
+}
