@@ -360,6 +360,15 @@ pub async fn sources(state: &Path, spec: &JobSpec, s: &SignInArgs) -> anyhow::Re
                 false,
             ),
         };
+        // A quick first sign-in, so a wrong URL or a dead server is reported
+        // in seconds; the connection kept for the run retries patiently.
+        let quick = ferry_connectors::HttpConfig {
+            max_attempts: 2,
+            ..Default::default()
+        };
+        SpServerSource::connect(site, &user, password.expose(), quick)
+            .await
+            .with_context(|| format!("cannot sign in to {site}"))?;
         let source = SpServerSource::connect(site, &user, password.expose(), Default::default())
             .await
             .with_context(|| format!("cannot sign in to {site}"))?;
@@ -744,9 +753,12 @@ struct ProgressDisplay {
 
 impl ProgressDisplay {
     fn new() -> Self {
+        let tty = std::io::stderr().is_terminal();
         ProgressDisplay {
-            tty: std::io::stderr().is_terminal(),
-            last_line: None,
+            tty,
+            // Plain output starts after the first interval: a short run prints
+            // only its result.
+            last_line: (!tty).then(Instant::now),
             last_sample: None,
             rate: 0.0,
         }

@@ -259,10 +259,24 @@ where
                 state: ChunkState::Done { .. },
                 ..
             }) => {}
-            Some(record) => to_publish.push(Chunk {
-                attempt: 1,
-                ..record.chunk.clone()
-            }),
+            Some(record) => {
+                // Back to pending (a dead letter from the paused run must not
+                // count as finished); `starts` stays, so the worker knows this
+                // chunk is resumed.
+                store
+                    .put_chunk(
+                        round,
+                        &ChunkRecord {
+                            state: ChunkState::Pending,
+                            ..record.clone()
+                        },
+                    )
+                    .await?;
+                to_publish.push(Chunk {
+                    attempt: 1,
+                    ..record.chunk.clone()
+                });
+            }
             None => {
                 let chunk = Chunk {
                     schema_version: SCHEMA_VERSION,

@@ -73,6 +73,7 @@ struct ReportArgs {
 }
 
 fn main() -> ExitCode {
+    ferry_connectors::install_crypto_provider();
     let args = Cli::parse();
     let level = match args.verbose {
         0 => "warn",

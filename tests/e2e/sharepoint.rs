@@ -144,8 +144,31 @@ async fn sharepoint_server_site_with_subsites_and_a_renamed_file() {
         "someone@example.com".into(),
     ];
     rerun.extend(sign_in(&tenant));
-    let run = ferry(&state, &rerun).await;
+    // Not given the source password this time: a site signed in to once is
+    // not prompted for again (the cache is encrypted).
+    let out = ferry_command(&state, &rerun)
+        .env_remove("FERRY_SOURCE_PASSWORD")
+        .output()
+        .await
+        .unwrap();
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
     assert_eq!(run.code, 0, "{run:?}");
+    for entry in std::fs::read_dir(&state).unwrap().flatten() {
+        if entry.path().is_file() {
+            let bytes = std::fs::read(entry.path()).unwrap();
+            for secret in [&b"ferry-secret"[..], &b"password"[..]] {
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret),
+                    "{} holds a secret in clear text",
+                    entry.path().display()
+                );
+            }
+        }
+    }
     let result = run.json();
     assert_eq!(result["round"], 1);
     assert_eq!(

@@ -352,6 +352,10 @@ pub async fn execute_chunk<S: StateStore>(
                         continue;
                     };
                     match next {
+                        Err(unreadable) if unreadable.code == "enumeration_failed" => {
+                            // The listing itself broke: the whole chunk is retried.
+                            return Err(WorkerError::Enumeration(format!("{}: {}", unreadable.location, unreadable.message)));
+                        }
                         Err(unreadable) => {
                             Progress::add(&ctx.progress.discovered_items, 1);
                             if finished.contains(&unreadable.rel_path) {

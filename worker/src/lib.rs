@@ -54,6 +54,8 @@ pub enum WorkerError {
     UnknownLibrary { chunk: String, library: usize },
     #[error("no signed-in source for {0}: sign in to it before running the job")]
     NoSource(String),
+    #[error("listing the source failed part-way ({0}); the chunk will be retried")]
+    Enumeration(String),
     #[error("protocol error: {0}")]
     Protocol(String),
     #[error("the worker was cancelled")]
@@ -78,6 +80,7 @@ impl WorkerError {
         match self {
             WorkerError::Connector(e) if e.is_transient() => Disposition::Retry,
             WorkerError::Store(e) if e.is_transient() => Disposition::Retry,
+            WorkerError::Enumeration(_) => Disposition::Retry,
             WorkerError::Cancelled => Disposition::Abandon,
             _ => Disposition::DeadLetter,
         }
