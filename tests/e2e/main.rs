@@ -6,4 +6,5 @@ mod file_share;
 mod incremental;
 mod resume;
 mod sharepoint;
+mod sign_in;
 mod throttling;
