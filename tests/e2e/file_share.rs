@@ -35,23 +35,20 @@ async fn file_share_to_spo_keeps_content_names_and_times() {
         when,
     );
     let state = work.path().join("state");
-    let mut args = vec![
-        "migrate".to_string(),
-        "--json".into(),
-        "--from".into(),
-        share.display().to_string(),
-        "--to".into(),
-        tenant.site("/sites/dest"),
-        "--to-library".into(),
-        "Documents".into(),
-        "--to-folder".into(),
-        "Imported".into(),
-        "--small-upload-limit".into(),
-        "327680".into(),
-        "--fragment-size".into(),
-        "327680".into(),
-    ];
-    args.extend(sign_in(&tenant));
+    let args = migrate_share(
+        &share,
+        &tenant,
+        "/sites/dest",
+        "Documents",
+        &[
+            "--to-folder",
+            "Imported",
+            "--small-upload-limit",
+            "327680",
+            "--fragment-size",
+            "327680",
+        ],
+    );
     let run = ferry(&state, &args).await;
     assert_eq!(run.code, 2, "item failures give exit code 2: {run:?}");
     let result = run.json();
@@ -129,20 +126,13 @@ async fn invalid_names_can_be_skipped_and_scan_only_copies_nothing() {
     );
     for (folder, extra) in [("Skip", "--invalid-names=skip"), ("Scan", "--scan-only")] {
         let state = work.path().join(format!("state-{folder}"));
-        let mut args: Vec<String> = vec![
-            "migrate".into(),
-            "--json".into(),
-            "--from".into(),
-            share.display().to_string(),
-            "--to".into(),
-            tenant.site("/sites/dest"),
-            "--to-library".into(),
-            "Documents".into(),
-            "--to-folder".into(),
-            folder.into(),
-            extra.into(),
-        ];
-        args.extend(sign_in(&tenant));
+        let args = migrate_share(
+            &share,
+            &tenant,
+            "/sites/dest",
+            "Documents",
+            &["--to-folder", folder, extra],
+        );
         let run = ferry(&state, &args).await;
         assert_eq!(run.code, 0, "{run:?}");
         let items = read_csv(&report_dir(&state).join("ItemReport_R0.csv")).unwrap();

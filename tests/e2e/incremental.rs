@@ -21,17 +21,7 @@ async fn second_round_copies_only_new_and_newer_files() {
         t0,
     );
     let state = work.path().join("state");
-    let mut args = vec![
-        "migrate".to_string(),
-        "--json".into(),
-        "--from".into(),
-        share.display().to_string(),
-        "--to".into(),
-        tenant.site("/sites/dest"),
-        "--to-library".into(),
-        "Documents".into(),
-    ];
-    args.extend(sign_in(&tenant));
+    let args = migrate_share(&share, &tenant, "/sites/dest", "Documents", &[]);
     let run = ferry(&state, &args).await;
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(run.json()["copied"], 5, "4 files and a folder");
@@ -47,8 +37,7 @@ async fn second_round_copies_only_new_and_newer_files() {
     write_files(&share, &[("dir/new.txt", b"brand new".to_vec())], t0);
     set_mtime(&share.join("older.txt"), t0 - Duration::days(1));
 
-    let mut rerun = vec!["migrate".to_string(), "--json".into(), "--job".into(), job];
-    rerun.extend(sign_in(&tenant));
+    let rerun = rerun(&job, &tenant, &[]);
     let run = ferry(&state, &rerun).await;
     assert_eq!(run.code, 0, "{run:?}");
     let result = run.json();

@@ -31,22 +31,13 @@ async fn killed_run_resumes_to_the_same_destination_without_reuploading() {
     write_files(&share, &refs, when);
 
     let args = |sim: &Sim| {
-        let mut a = vec![
-            "migrate".to_string(),
-            "--json".into(),
-            "--from".into(),
-            share.display().to_string(),
-            "--to".into(),
-            sim.site("/sites/dest"),
-            "--to-library".into(),
-            "Documents".into(),
-            "--workers".into(),
-            "1".into(),
-            "--concurrency".into(),
-            "4".into(),
-        ];
-        a.extend(sign_in(sim));
-        a
+        migrate_share(
+            &share,
+            sim,
+            "/sites/dest",
+            "Documents",
+            &["--workers", "1", "--concurrency", "4"],
+        )
     };
 
     // The run to interrupt.

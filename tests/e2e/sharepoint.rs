@@ -151,11 +151,7 @@ async fn sharepoint_server_site_with_subsites_and_a_renamed_file() {
         .output()
         .await
         .unwrap();
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let run = Run::from_output(out);
     assert_eq!(run.code, 0, "{run:?}");
     for entry in std::fs::read_dir(&state).unwrap().flatten() {
         if entry.path().is_file() {

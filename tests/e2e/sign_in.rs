@@ -17,18 +17,13 @@ async fn device_code_sign_in_once_then_cached() {
         "2020-01-01T00:00:00Z".parse().unwrap(),
     );
     let state = work.path().join("state");
-    let mut args = vec![
-        "migrate".to_string(),
-        "--json".into(),
-        "--device-code".into(),
-        "--from".into(),
-        share.display().to_string(),
-        "--to".into(),
-        tenant.site("/sites/dest"),
-        "--to-library".into(),
-        "Documents".into(),
-    ];
-    args.extend(sign_in(&tenant));
+    let args = migrate_share(
+        &share,
+        &tenant,
+        "/sites/dest",
+        "Documents",
+        &["--device-code"],
+    );
     let mut child = ferry_command(&state, &args)
         .env_remove("FERRY_CLIENT_SECRET")
         .stdout(std::process::Stdio::piped())
@@ -67,14 +62,7 @@ async fn device_code_sign_in_once_then_cached() {
 
     // Again, with no prompt answered: the cached sign-in is used.
     let job = result["job"].as_str().unwrap().to_string();
-    let mut again = vec![
-        "migrate".to_string(),
-        "--json".into(),
-        "--device-code".into(),
-        "--job".into(),
-        job,
-    ];
-    again.extend(sign_in(&tenant));
+    let again = rerun(&job, &tenant, &["--device-code"]);
     let mut cmd = ferry_command(&state, &again);
     cmd.env_remove("FERRY_CLIENT_SECRET");
     let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())

@@ -18,17 +18,7 @@ async fn throttled_job_completes_and_counts_waits() {
     let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(p, c)| (p.as_str(), c.clone())).collect();
     write_files(&share, &refs, "2020-01-01T00:00:00Z".parse().unwrap());
     let state = work.path().join("state");
-    let mut args = vec![
-        "migrate".to_string(),
-        "--json".into(),
-        "--from".into(),
-        share.display().to_string(),
-        "--to".into(),
-        tenant.site("/sites/dest"),
-        "--to-library".into(),
-        "Documents".into(),
-    ];
-    args.extend(sign_in(&tenant));
+    let args = migrate_share(&share, &tenant, "/sites/dest", "Documents", &[]);
     let run = ferry(&state, &args).await;
     assert_eq!(run.code, 0, "{run:?}");
     let result = run.json();

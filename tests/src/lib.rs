@@ -219,6 +219,14 @@ pub struct Run {
 }
 
 impl Run {
+    pub fn from_output(out: std::process::Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
     }
@@ -237,6 +245,43 @@ pub fn sign_in(tenant: &Sim) -> Vec<String> {
         "--graph".into(),
         format!("{}/v1.0", tenant.base),
     ]
+}
+
+/// `migrate --json --from SHARE --to SITE --to-library LIBRARY EXTRA…`,
+/// signed in to `tenant`.
+pub fn migrate_share(
+    share: &Path,
+    tenant: &Sim,
+    site: &str,
+    library: &str,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "migrate".into(),
+        "--json".into(),
+        "--from".into(),
+        share.display().to_string(),
+        "--to".into(),
+        tenant.site(site),
+        "--to-library".into(),
+        library.into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(sign_in(tenant));
+    args
+}
+
+/// `migrate --json --job JOB EXTRA…` (the next incremental round), signed in.
+pub fn rerun(job: &str, tenant: &Sim, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "migrate".into(),
+        "--json".into(),
+        "--job".into(),
+        job.into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(sign_in(tenant));
+    args
 }
 
 /// A `ferry` command ready to run (or spawn) with a state directory.
@@ -262,11 +307,7 @@ pub async fn ferry(state: &Path, args: &[String]) -> Run {
     .await
     .expect("ferry finished within two minutes")
     .expect("ferry runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from_output(out)
 }
 
 /// Writes `files` (relative path → content) under `root`, each with the
