@@ -11,9 +11,11 @@ use chrono::{DateTime, NaiveDate, Utc};
 use clap::Args;
 use ferry_connectors::auth::{CredentialCache, DestinationSignIn, Secret, TokenProvider};
 use ferry_connectors::graph::{GraphConfig, GraphDestination};
+use ferry_connectors::sites::SitesClient;
 use ferry_connectors::spserver::SpServerSource;
 use ferry_proto::{
-    Destination, InvalidNamePolicy, JobId, JobSettings, JobSpec, Source, TaskSpec, SCHEMA_VERSION,
+    Destination, HubChoice, InvalidNamePolicy, JobId, JobSettings, JobSpec, PlanFile, SiteAction,
+    SiteHub, SiteStructure, Source, TaskSpec, SCHEMA_VERSION,
 };
 use ferry_store::queue::MemoryQueue;
 use ferry_store::state::{ChunkState, JobRecord, RedbStore, RoundState, StateStore};
@@ -118,7 +120,7 @@ impl Default for RunArgs {
 #[derive(Args, Clone, Debug, Default)]
 pub struct MigrateArgs {
     /// Source: a folder (file share) or a SharePoint Server site URL.
-    #[arg(long, required_unless_present_any = ["tasks", "job"])]
+    #[arg(long, required_unless_present_any = ["tasks", "job", "plan"])]
     pub from: Option<String>,
     /// Source document library (SharePoint Server); omit to migrate every library of the site and its subsites.
     #[arg(long)]
@@ -127,7 +129,7 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub from_folder: Option<String>,
     /// Destination SharePoint Online site URL.
-    #[arg(long, required_unless_present_any = ["tasks", "job"])]
+    #[arg(long, required_unless_present_any = ["tasks", "job", "plan"])]
     pub to: Option<String>,
     /// Destination document library.
     #[arg(long)]
@@ -138,6 +140,18 @@ pub struct MigrateArgs {
     /// SPMT bulk task file (8-column CSV or JSON); repeatable.
     #[arg(long)]
     pub tasks: Vec<PathBuf>,
+    /// Run a reviewed plan file written by `ferry plan` (edited or not).
+    #[arg(long, conflicts_with_all = ["from", "tasks", "job"])]
+    pub plan: Option<PathBuf>,
+    /// Switch to modern site structure: every level-one subsite becomes its own site collection.
+    #[arg(long)]
+    pub modern: bool,
+    /// With --modern: register the destination site as a hub and join the promoted sites to it.
+    #[arg(long, requires = "modern", conflicts_with = "hub_join")]
+    pub hub_register: bool,
+    /// With --modern: join the destination and promoted sites to this existing hub (title or URL; `ferry hubs` lists them).
+    #[arg(long, requires = "modern")]
+    pub hub_join: Option<String>,
     /// Run the next incremental round of this existing job instead of creating one.
     #[arg(long, conflicts_with_all = ["from", "tasks"])]
     pub job: Option<String>,
@@ -222,7 +236,17 @@ pub fn job_spec(args: &MigrateArgs) -> anyhow::Result<JobSpec> {
                 library: args.to_library.clone(),
                 subfolder: args.to_folder.clone(),
             },
-            structure: Default::default(),
+            structure: if args.modern {
+                SiteStructure::SwitchToModern {
+                    hub: match (&args.hub_join, args.hub_register) {
+                        (Some(hub), _) => HubChoice::JoinExisting { hub: hub.clone() },
+                        (None, true) => HubChoice::RegisterDestination,
+                        (None, false) => HubChoice::None,
+                    },
+                }
+            } else {
+                SiteStructure::KeepClassic
+            },
             subsite_destinations: Default::default(),
         });
     }
@@ -270,6 +294,25 @@ pub fn destination(
     s: &SignInArgs,
     run: &RunArgs,
 ) -> anyhow::Result<Arc<GraphDestination>> {
+    let sign_in = destination_sign_in(s)?;
+    let cache = CredentialCache::open(state)?;
+    let scope = graph_scope(&s.graph);
+    let tokens = TokenProvider::new(&s.authority, &scope, sign_in, Some(cache))?
+        .on_device_code(|p| eprintln!("{}", p.message));
+    let dest = GraphDestination::new(
+        GraphConfig {
+            graph_base: s.graph.trim_end_matches('/').to_string(),
+            small_upload_limit: run.small_upload_limit,
+            fragment_size: run.fragment_size,
+            ..GraphConfig::default()
+        },
+        Arc::new(tokens),
+    )?;
+    Ok(Arc::new(dest))
+}
+
+/// The destination sign-in the flags describe.
+fn destination_sign_in(s: &SignInArgs) -> anyhow::Result<DestinationSignIn> {
     let client_id = s.client_id.clone().ok_or_else(|| {
         anyhow!("no destination sign-in: give --client-id (FERRY_CLIENT_ID) of an app registered in the tenant, with --client-secret, --certificate-key/--certificate, --username/--password or --device-code")
     })?;
@@ -301,22 +344,7 @@ pub fn destination(
     } else {
         DestinationSignIn::DeviceCode { tenant, client_id }
     };
-    let cache = CredentialCache::open(state)?;
-    let scope = graph_scope(&s.graph);
-    let tokens =
-        TokenProvider::new(&s.authority, &scope, sign_in, Some(cache))?.on_device_code(|p| {
-            eprintln!("{}", p.message);
-        });
-    let dest = GraphDestination::new(
-        GraphConfig {
-            graph_base: s.graph.trim_end_matches('/').to_string(),
-            small_upload_limit: run.small_upload_limit,
-            fragment_size: run.fragment_size,
-            ..GraphConfig::default()
-        },
-        Arc::new(tokens),
-    )?;
-    Ok(Arc::new(dest))
+    Ok(sign_in)
 }
 
 /// `https://graph.microsoft.com/.default` for Graph; the same shape for any host.
@@ -380,16 +408,192 @@ pub async fn sources(state: &Path, spec: &JobSpec, s: &SignInArgs) -> anyhow::Re
     Ok(sources)
 }
 
+/// A SharePoint Online REST client for the plan's site structure (`None`
+/// when the plan creates no sites and joins no hubs).
+pub fn sites_client(
+    state: &Path,
+    s: &SignInArgs,
+    plan: &ferry_proto::Plan,
+) -> anyhow::Result<Option<Arc<SitesClient>>> {
+    let Some(first) = plan.sites.first() else {
+        return Ok(None);
+    };
+    Ok(Some(sharepoint_client(state, s, &first.destination)?))
+}
+
+/// A SharePoint Online REST client signed in for the tenant of `site_url`.
+pub fn sharepoint_client(
+    state: &Path,
+    s: &SignInArgs,
+    site_url: &str,
+) -> anyhow::Result<Arc<SitesClient>> {
+    let sign_in = destination_sign_in(s)?;
+    let cache = CredentialCache::open(state)?;
+    let scope = ferry_connectors::sites::sharepoint_scope(site_url);
+    let tokens = TokenProvider::new(&s.authority, &scope, sign_in, Some(cache))?
+        .on_device_code(|p| eprintln!("{}", p.message));
+    Ok(Arc::new(SitesClient::new(
+        Arc::new(tokens),
+        Default::default(),
+    )?))
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub task: MigrateArgs,
+    /// Where to write the plan.
+    #[arg(long, default_value = "ferry-plan.json")]
+    pub out: PathBuf,
+    /// Skip counting files and bytes at the source.
+    #[arg(long)]
+    pub no_scan: bool,
+}
+
+/// `ferry plan`: resolve the tasks into sites and libraries, count what is
+/// at the source, and write a plan a person reviews and edits (destination
+/// URLs of every site) before `ferry migrate --plan` runs it.
+pub async fn plan(state: &Path, args: PlanArgs, out: Output) -> anyhow::Result<u8> {
+    let spec = job_spec(&args.task)?;
+    let srcs = sources(state, &spec, &args.task.sign_in).await?;
+    let mut plan = crate::plan(JobId::new(), &spec, &srcs).await?;
+    if let Err(problems) = ferry_proto::structure::validate(&plan) {
+        for p in problems {
+            eprintln!("warning: {p}: edit it in the plan before running it");
+        }
+    }
+    if !args.no_scan {
+        crate::count(&mut plan, &srcs).await?;
+    }
+    let file = PlanFile {
+        schema_version: SCHEMA_VERSION,
+        spec,
+        plan,
+    };
+    let text = serde_json::to_string_pretty(&file)?;
+    std::fs::write(&args.out, format!("{text}\n"))
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    if out.json {
+        println!("{text}");
+    } else {
+        print_plan(&file.plan);
+        println!(
+            "\nWrote {}. Edit the \"destination\" of any site there, then run:\n  ferry migrate --plan {}",
+            args.out.display(),
+            args.out.display()
+        );
+    }
+    Ok(0)
+}
+
+fn print_plan(plan: &ferry_proto::Plan) {
+    if !plan.sites.is_empty() {
+        println!("Sites:");
+        for (i, s) in plan.sites.iter().enumerate() {
+            let action = match &s.action {
+                SiteAction::Existing => "existing site".to_string(),
+                SiteAction::SiteCollection { .. } => "new site collection".to_string(),
+                SiteAction::Subsite { parent, .. } => format!("new subsite of [{parent}]"),
+            };
+            let hub = match &s.hub {
+                SiteHub::None => String::new(),
+                SiteHub::Register => ", registered as a hub".to_string(),
+                SiteHub::Join { hub } => format!(", joins hub {hub}"),
+            };
+            println!("  [{i}] {} -> {} ({action}{hub})", s.source, s.destination);
+        }
+    }
+    println!("Libraries:");
+    for (i, l) in plan.libraries.iter().enumerate() {
+        let from = match &l.source {
+            ferry_proto::SourceLibrary::FileShare { path } => path.clone(),
+            ferry_proto::SourceLibrary::SharePointServer {
+                site_url, title, ..
+            } => {
+                format!("{site_url} ({title})")
+            }
+        };
+        let counts = match (l.items, l.bytes) {
+            (Some(n), Some(b)) => format!("  {n} files, {}", human_bytes(b)),
+            _ => String::new(),
+        };
+        let site = l.site.map(|s| format!("[{s}] ")).unwrap_or_default();
+        println!(
+            "  [{i}] {from} -> {site}{} ({}{}){counts}",
+            l.destination.site_url,
+            l.destination.library.as_deref().unwrap_or("?"),
+            l.destination
+                .subfolder
+                .as_deref()
+                .map(|f| format!("/{f}"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct HubsArgs {
+    /// Any site URL of the destination tenant.
+    #[arg(long)]
+    pub to: String,
+    #[command(flatten)]
+    pub sign_in: SignInArgs,
+}
+
+/// `ferry hubs`: the tenant's hub sites, by name.
+pub async fn hubs(state: &Path, args: HubsArgs, out: Output) -> anyhow::Result<u8> {
+    let client = sharepoint_client(state, &args.sign_in, &args.to)?;
+    let hubs = client.hub_sites(&crate::tenant_root(&args.to)).await?;
+    if out.json {
+        let rows: Vec<_> = hubs
+            .iter()
+            .map(|h| serde_json::json!({"id": h.id, "title": h.title, "site_url": h.site_url}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if hubs.is_empty() {
+        println!("The tenant has no hub sites.");
+    } else {
+        for h in hubs {
+            println!("{}  {}", h.title, h.site_url);
+        }
+    }
+    Ok(0)
+}
+
 /// `ferry migrate`.
 pub async fn migrate(state: &Path, args: MigrateArgs, out: Output) -> anyhow::Result<u8> {
     let store = RedbStore::open(state)?;
-    let job = match &args.job {
-        Some(id) => find_job(&store, Some(id)).await?,
-        None => {
+    let job = match (&args.job, &args.plan) {
+        (Some(id), _) => find_job(&store, Some(id)).await?,
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read the plan {}", file.display()))?;
+            let plan_file: PlanFile = serde_json::from_str(&text).with_context(|| {
+                format!("{} is not a Ferry plan file (see the line and column); `ferry plan` writes one", file.display())
+            })?;
+            ferry_proto::check_schema(plan_file.schema_version, "the plan file")?;
+            let dest = destination(state, &args.sign_in, &args.run)?;
+            let sites = sites_client(state, &args.sign_in, &plan_file.plan)?;
+            let job = crate::create_job_with_plan(
+                &store,
+                plan_file.spec,
+                plan_file.plan,
+                Some(&dest),
+                sites.as_deref(),
+            )
+            .await?;
+            eprintln!("Created job {} from the plan {}.", job.id, file.display());
+            job
+        }
+        (None, None) => {
             let spec = job_spec(&args)?;
             let srcs = sources(state, &spec, &args.sign_in).await?;
             let dest = destination(state, &args.sign_in, &args.run)?;
-            let job = crate::create_job(&store, spec, &srcs, Some(&dest)).await?;
+            let plan = crate::plan(JobId::new(), &spec, &srcs).await?;
+            let sites = sites_client(state, &args.sign_in, &plan)?;
+            let job =
+                crate::create_job_with_plan(&store, spec, plan, Some(&dest), sites.as_deref())
+                    .await?;
             eprintln!(
                 "Created job {} ({} libraries).",
                 job.id,
@@ -520,12 +724,19 @@ pub async fn run_job(
     }
     let started = Instant::now();
     let mut display = ProgressDisplay::new();
+    let sites = match &job.plan {
+        Some(plan) => sites_client(state, sign_in, plan)?,
+        None => None,
+    };
     let result = crate::run_round(
         ctx,
         Arc::new(MemoryQueue::new()),
         job.id,
-        mode,
-        run_args.workers,
+        crate::RoundOptions {
+            mode,
+            workers: run_args.workers,
+            sites,
+        },
         cancel.clone(),
         |snap| display.show(&snap, started.elapsed()),
     )

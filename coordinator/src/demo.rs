@@ -98,28 +98,13 @@ fn farm() -> Farm {
     }
 }
 
-/// The destination tenant: the target site with the libraries and the subsite
-/// the classic structure maps to.
+/// The destination tenant: just the target site. The `Policies` library and
+/// the `hr` subsite are created by the migration (classic structure).
 fn tenant() -> Farm {
     Farm {
         sites: vec![SiteSpec {
             url: "/sites/migrated".into(),
             title: Some("Migrated".into()),
-            libraries: vec![
-                LibSpec {
-                    title: "Documents".into(),
-                    ..Default::default()
-                },
-                LibSpec {
-                    title: "Policies".into(),
-                    ..Default::default()
-                },
-            ],
-            webs: vec![WebSpec {
-                url: "hr".into(),
-                title: Some("Human Resources".into()),
-                ..Default::default()
-            }],
             ..Default::default()
         }],
     }
@@ -269,7 +254,11 @@ pub async fn run(state: &Path, args: DemoArgs, out: Output) -> anyhow::Result<u8
             };
             let sources = crate::cli::sources(state, &spec, &sign_in).await?;
             let dest = crate::cli::destination(state, &sign_in, &args.run)?;
-            let job = crate::create_job(&store, spec, &sources, Some(&dest)).await?;
+            let plan = crate::plan(ferry_proto::JobId::new(), &spec, &sources).await?;
+            let sites = crate::cli::sites_client(state, &sign_in, &plan)?;
+            let job =
+                crate::create_job_with_plan(&store, spec, plan, Some(&dest), sites.as_deref())
+                    .await?;
             eprintln!(
                 "Created the demo job {} ({} libraries).",
                 job.id,

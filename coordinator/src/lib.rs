@@ -13,14 +13,17 @@
 pub mod cli;
 pub mod demo;
 pub mod report;
+pub mod site_structure;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use ferry_connectors::ConnectorError;
+use ferry_proto::structure;
 use ferry_proto::{
-    Chunk, Destination, JobId, JobSpec, LibraryPlan, Plan, Source, SourceLibrary, SCHEMA_VERSION,
+    Chunk, Destination, HubChoice, JobId, JobSpec, LibraryPlan, Plan, SiteAction, SiteHub,
+    SitePlan, SiteStructure, Source, SourceLibrary, SCHEMA_VERSION,
 };
 use ferry_store::queue::ChunkQueue;
 use ferry_store::state::{ChunkRecord, ChunkState, JobRecord, RoundRecord, RoundState, StateStore};
@@ -41,6 +44,10 @@ pub enum CoordinatorError {
     Task { task: usize, message: String },
     #[error("task {task}: sign in to the SharePoint Server site {site} first (--source-user and --source-password)")]
     NotSignedIn { task: usize, site: String },
+    #[error("site structure: {0}")]
+    Structure(String),
+    #[error("the plan has problems; edit them and run it again:\n  {}", .0.join("\n  "))]
+    PlanInvalid(Vec<String>),
     #[error("{0} chunk(s) could not be finished (see `ferry status`); fix the cause shown and run `ferry resume`")]
     Incomplete(usize),
 }
@@ -49,6 +56,7 @@ pub enum CoordinatorError {
 /// signed in (`sources`); file-share paths must exist.
 pub async fn plan(job: JobId, spec: &JobSpec, sources: &Sources) -> Result<Plan, CoordinatorError> {
     let mut libraries = Vec::new();
+    let mut sites = Vec::new();
     for (task, t) in spec.tasks.iter().enumerate() {
         match &t.source {
             Source::FileShare { path } => {
@@ -73,6 +81,9 @@ pub async fn plan(job: JobId, spec: &JobSpec, sources: &Sources) -> Result<Plan,
                     task,
                     source: SourceLibrary::FileShare { path: path.clone() },
                     destination: t.destination.clone(),
+                    site: None,
+                    items: None,
+                    bytes: None,
                 });
             }
             Source::SharePointServer {
@@ -118,52 +129,13 @@ pub async fn plan(job: JobId, spec: &JobSpec, sources: &Sources) -> Result<Plan,
                                     .or_else(|| Some(found.title.clone())),
                                 ..t.destination.clone()
                             },
+                            site: None,
+                            items: None,
+                            bytes: None,
                         });
                     }
                     None => {
-                        // The whole site and its subsites, classic structure:
-                        // each subsite maps to the same relative path under the
-                        // destination site (or the user's reviewed URL).
-                        let mut webs = vec![(
-                            site_url.trim_end_matches('/').to_string(),
-                            t.destination.site_url.trim_end_matches('/').to_string(),
-                        )];
-                        while let Some((web, dest)) = webs.pop() {
-                            for lib in source
-                                .libraries(&web)
-                                .await?
-                                .into_iter()
-                                .filter(|l| !l.hidden)
-                            {
-                                libraries.push(LibraryPlan {
-                                    task,
-                                    source: SourceLibrary::SharePointServer {
-                                        site_url: web.clone(),
-                                        list_id: lib.id,
-                                        title: lib.title.clone(),
-                                        root_folder: lib.root_folder.clone(),
-                                        subfolder: None,
-                                    },
-                                    destination: Destination {
-                                        site_url: dest.clone(),
-                                        library: Some(lib.title.clone()),
-                                        subfolder: None,
-                                    },
-                                });
-                            }
-                            for sub in source.subsites(&web).await? {
-                                let sub_url = sub.url.trim_end_matches('/').to_string();
-                                let mapped = t
-                                    .subsite_destinations
-                                    .get(&sub_url)
-                                    .cloned()
-                                    .unwrap_or_else(|| {
-                                        let leaf = sub_url.rsplit('/').next().unwrap_or_default();
-                                        format!("{dest}/{leaf}")
-                                    });
-                                webs.push((sub_url, mapped));
-                            }
-                        }
+                        plan_site(task, t, &source, &mut sites, &mut libraries).await?;
                     }
                 }
             }
@@ -172,8 +144,203 @@ pub async fn plan(job: JobId, spec: &JobSpec, sources: &Sources) -> Result<Plan,
     Ok(Plan {
         schema_version: SCHEMA_VERSION,
         job,
+        sites,
         libraries,
     })
+}
+
+/// A whole SharePoint Server site: its libraries and every subsite, mapped
+/// to destination sites as the task's structure says.
+///
+/// - Keep classic: each subsite becomes a subsite at the same relative place
+///   under the destination site.
+/// - Switch to modern: each level-one subsite becomes its own site collection
+///   (`{tenant}/sites/{name}`); deeper subsites stay subsites of their
+///   promoted parent. With a hub choice, the destination site registers as
+///   the hub (and the promoted sites join it), or all of them join an
+///   existing hub.
+///
+/// The user's reviewed URLs (`subsite_destinations`) replace the proposals.
+async fn plan_site(
+    task: usize,
+    t: &ferry_proto::TaskSpec,
+    source: &ferry_connectors::spserver::SpServerSource,
+    sites: &mut Vec<SitePlan>,
+    libraries: &mut Vec<LibraryPlan>,
+) -> Result<(), CoordinatorError> {
+    let Source::SharePointServer { site_url, .. } = &t.source else {
+        return Ok(());
+    };
+    let site_url = site_url.trim_end_matches('/').to_string();
+    let dest_root = t.destination.site_url.trim_end_matches('/').to_string();
+    let tenant = tenant_root(&dest_root);
+    let (modern, hub) = match &t.structure {
+        SiteStructure::KeepClassic => (false, HubChoice::None),
+        SiteStructure::SwitchToModern { hub } => (true, hub.clone()),
+    };
+    let web = source.web(&site_url).await?;
+    let root = sites.len();
+    sites.push(SitePlan {
+        task,
+        source: site_url.clone(),
+        destination: dest_root.clone(),
+        title: web.title,
+        action: SiteAction::Existing,
+        hub: match &hub {
+            HubChoice::None => SiteHub::None,
+            HubChoice::RegisterDestination => SiteHub::Register,
+            HubChoice::JoinExisting { hub } => SiteHub::Join { hub: hub.clone() },
+        },
+    });
+    let mut stack = vec![(site_url, root, 0usize)];
+    while let Some((web, index, depth)) = stack.pop() {
+        for lib in source
+            .libraries(&web)
+            .await?
+            .into_iter()
+            .filter(|l| !l.hidden)
+        {
+            libraries.push(LibraryPlan {
+                task,
+                source: SourceLibrary::SharePointServer {
+                    site_url: web.clone(),
+                    list_id: lib.id,
+                    title: lib.title.clone(),
+                    root_folder: lib.root_folder.clone(),
+                    subfolder: None,
+                },
+                destination: Destination {
+                    site_url: sites[index].destination.clone(),
+                    library: Some(lib.title.clone()),
+                    subfolder: None,
+                },
+                site: Some(index),
+                items: None,
+                bytes: None,
+            });
+        }
+        let mut subs = source.subsites(&web).await?;
+        subs.sort_by(|a, b| b.url.cmp(&a.url)); // popped in URL order
+        for sub in subs {
+            let sub_url = sub.url.trim_end_matches('/').to_string();
+            let leaf = structure::leaf(&sub_url).to_string();
+            let promoted = modern && depth == 0;
+            let proposed = if promoted {
+                structure::site_collection_url(&tenant, &leaf)
+            } else {
+                structure::subsite_url(&sites[index].destination, &leaf)
+            };
+            let destination = t
+                .subsite_destinations
+                .iter()
+                .find(|(k, _)| k.trim_end_matches('/').eq_ignore_ascii_case(&sub_url))
+                .map(|(_, v)| v.trim_end_matches('/').to_string())
+                .unwrap_or(proposed);
+            let (action, hub) = if promoted {
+                let hub = match &hub {
+                    HubChoice::None => SiteHub::None,
+                    HubChoice::RegisterDestination => SiteHub::Join {
+                        hub: dest_root.clone(),
+                    },
+                    HubChoice::JoinExisting { hub } => SiteHub::Join { hub: hub.clone() },
+                };
+                (
+                    SiteAction::SiteCollection {
+                        template: MODERN_TEMPLATE.into(),
+                    },
+                    hub,
+                )
+            } else {
+                (
+                    SiteAction::Subsite {
+                        parent: index,
+                        template: MODERN_TEMPLATE.into(),
+                    },
+                    SiteHub::None,
+                )
+            };
+            let child = sites.len();
+            sites.push(SitePlan {
+                task,
+                source: sub_url.clone(),
+                destination,
+                title: sub.title,
+                action,
+                hub,
+            });
+            stack.push((sub_url, child, depth + 1));
+        }
+    }
+    Ok(())
+}
+
+/// Counts the files and bytes of every library at the source (`ferry plan`).
+pub async fn count(plan: &mut Plan, sources: &Sources) -> Result<(), CoordinatorError> {
+    for lib in &mut plan.libraries {
+        let (mut items, mut bytes) = (0u64, 0u64);
+        match &lib.source {
+            SourceLibrary::FileShare { path } => {
+                let share = ferry_connectors::fileshare::FileShareSource::new(path)?;
+                let mut rx = share.walk("");
+                while let Some(entry) = rx.recv().await {
+                    if let Ok(e) = entry {
+                        if e.kind == ferry_proto::ItemKind::File {
+                            items += 1;
+                            bytes += e.size;
+                        }
+                    }
+                }
+            }
+            SourceLibrary::SharePointServer {
+                site_url,
+                list_id,
+                title,
+                root_folder,
+                subfolder,
+            } => {
+                let source =
+                    sources
+                        .get(site_url)
+                        .await
+                        .ok_or_else(|| CoordinatorError::NotSignedIn {
+                            task: lib.task,
+                            site: site_url.clone(),
+                        })?;
+                let info = ferry_connectors::spserver::LibraryInfo {
+                    id: *list_id,
+                    title: title.clone(),
+                    root_folder: root_folder.clone(),
+                    item_count: 0,
+                    hidden: false,
+                };
+                for e in source
+                    .list_items(site_url, &info, subfolder.as_deref().unwrap_or(""))
+                    .await?
+                {
+                    if e.kind == ferry_proto::ItemKind::File {
+                        items += 1;
+                        bytes += e.size;
+                    }
+                }
+            }
+        }
+        lib.items = Some(items);
+        lib.bytes = Some(bytes);
+    }
+    Ok(())
+}
+
+/// Modern team site without a Microsoft 365 group.
+const MODERN_TEMPLATE: &str = "STS#3";
+
+/// `https://contoso.sharepoint.com/sites/x` → `https://contoso.sharepoint.com`.
+pub fn tenant_root(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            format!("{scheme}://{}", rest.split('/').next().unwrap_or_default())
+        }
+        None => url.to_string(),
+    }
 }
 
 /// How a round ended.
@@ -196,8 +363,18 @@ pub enum RoundMode {
     ResumeOnly,
 }
 
-/// Starts or resumes a round of `job` with `workers` in-process workers and
-/// waits for it, calling `on_progress` about four times a second.
+/// How [`run_round`] runs.
+pub struct RoundOptions {
+    pub mode: RoundMode,
+    /// In-process workers taking chunks from the queue.
+    pub workers: usize,
+    /// SharePoint Online REST client for the structure phases; needed when
+    /// the plan has sites.
+    pub sites: Option<Arc<ferry_connectors::sites::SitesClient>>,
+}
+
+/// Starts or resumes a round of `job` with in-process workers and waits for
+/// it, calling `on_progress` about four times a second.
 ///
 /// Safe to interrupt anywhere (cancel `cancel`, or kill the process): chunk
 /// states and item checkpoints are in the store, and the next call resumes.
@@ -205,8 +382,7 @@ pub async fn run_round<S, Q>(
     ctx: Arc<WorkerContext<S>>,
     queue: Arc<Q>,
     job_id: JobId,
-    mode: RoundMode,
-    workers: usize,
+    options: RoundOptions,
     cancel: CancellationToken,
     mut on_progress: impl FnMut(ProgressSnapshot),
 ) -> Result<RoundOutcome, CoordinatorError>
@@ -214,6 +390,11 @@ where
     S: StateStore + Clone,
     Q: ChunkQueue,
 {
+    let RoundOptions {
+        mode,
+        workers,
+        sites,
+    } = options;
     let store = ctx.store.clone();
     let mut job = store
         .job(job_id)
@@ -248,6 +429,16 @@ where
             (next, false)
         }
     };
+
+    // Structure first: the sites and libraries content goes into.
+    if !plan.sites.is_empty() {
+        let client = sites.as_deref().ok_or_else(|| {
+            CoordinatorError::Structure(
+                "this job creates sites: sign in to SharePoint Online".into(),
+            )
+        })?;
+        site_structure::build(&store, &job, round, &plan, client).await?;
+    }
 
     // Every library is a chunk; those already done stay done.
     let existing = store.chunks(job_id, round).await?;
@@ -349,6 +540,15 @@ where
     on_progress(ctx.progress.snapshot());
 
     if dead.is_empty() {
+        // Hubs after content, as SPMT does.
+        if plan.sites.iter().any(|s| s.hub != SiteHub::None) {
+            let client = sites.as_deref().ok_or_else(|| {
+                CoordinatorError::Structure(
+                    "this job joins hubs: sign in to SharePoint Online".into(),
+                )
+            })?;
+            site_structure::hubs(&store, &job, round, &plan, client).await?;
+        }
         let mut job = store
             .job(job_id)
             .await?
@@ -367,20 +567,39 @@ where
     })
 }
 
-/// Creates a job record (planned) in the store. With `destination`, every
-/// destination library is resolved first, so a wrong site, library or
-/// sign-in fails now with a clear message instead of mid-run.
+/// Creates a job record (planned) in the store: plans the tasks, then
+/// [`create_job_with_plan`].
 pub async fn create_job<S: StateStore>(
     store: &S,
     spec: JobSpec,
     sources: &Sources,
     destination: Option<&ferry_connectors::graph::GraphDestination>,
+    sites: Option<&ferry_connectors::sites::SitesClient>,
+) -> Result<JobRecord, CoordinatorError> {
+    let plan = plan(JobId::new(), &spec, sources).await?;
+    create_job_with_plan(store, spec, plan, destination, sites).await
+}
+
+/// Stores a job with a given (possibly hand-edited) plan, after checking it:
+/// the plan's URLs ([`ferry_proto::structure::validate`]), the destination
+/// libraries that must exist already, and the hubs joined by name. A wrong
+/// site, library, hub or sign-in fails here, before anything is created.
+pub async fn create_job_with_plan<S: StateStore>(
+    store: &S,
+    spec: JobSpec,
+    mut plan: Plan,
+    destination: Option<&ferry_connectors::graph::GraphDestination>,
+    sites: Option<&ferry_connectors::sites::SitesClient>,
 ) -> Result<JobRecord, CoordinatorError> {
     let id = JobId::new();
-    let plan = plan(id, &spec, sources).await?;
+    plan.job = id;
+    structure::apply_site_urls(&mut plan);
+    structure::validate(&plan).map_err(|problems| {
+        CoordinatorError::PlanInvalid(problems.iter().map(|p| describe(&plan, p)).collect())
+    })?;
     if let Some(dest) = destination {
         let mut checked = std::collections::HashSet::new();
-        for lib in &plan.libraries {
+        for lib in plan.libraries.iter().filter(|l| l.site.is_none()) {
             let name = match (&lib.destination.library, &lib.source) {
                 (Some(n), _) => n.clone(),
                 (None, SourceLibrary::SharePointServer { title, .. }) => title.clone(),
@@ -399,6 +618,9 @@ pub async fn create_job<S: StateStore>(
             }
         }
     }
+    if let Some(client) = sites {
+        site_structure::check_hubs(&plan, client).await?;
+    }
     let record = JobRecord {
         schema_version: SCHEMA_VERSION,
         id,
@@ -411,6 +633,14 @@ pub async fn create_job<S: StateStore>(
     Ok(record)
 }
 
+/// A plan problem with the site's source named, for people.
+fn describe(plan: &Plan, p: &structure::PlanProblem) -> String {
+    match p.site.and_then(|i| plan.sites.get(i)) {
+        Some(site) => format!("{p} (source {})", site.source),
+        None => p.to_string(),
+    }
+}
+
 /// Builds a round's report from the store.
 pub async fn round_report<S: StateStore>(
     store: &S,
@@ -419,7 +649,15 @@ pub async fn round_report<S: StateStore>(
     throttled_waits: u64,
     throttled_ms: u64,
 ) -> Result<report::RoundReport, CoordinatorError> {
-    let items = store.items(job.id, round).await?;
+    let all = store.items(job.id, round).await?;
+    let is_structure =
+        |c: &str| c == site_structure::STRUCTURE_CHUNK || c == site_structure::HUB_CHUNK;
+    let structure_lines = all
+        .iter()
+        .filter(|(c, _)| is_structure(c))
+        .map(|(_, i)| report::StructureLine::from_record(i))
+        .collect();
+    let items: Vec<_> = all.into_iter().filter(|(c, _)| !is_structure(c)).collect();
     let chunks = store.chunks(job.id, round).await?;
     let plan = job
         .plan
@@ -473,6 +711,7 @@ pub async fn round_report<S: StateStore>(
         libraries,
         throttled_waits,
         throttled_ms,
+        structure: structure_lines,
         items: items
             .iter()
             .map(|(_, i)| report::ItemLine::from_record(i))

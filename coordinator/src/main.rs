@@ -38,6 +38,11 @@ enum Command {
     Resume(Box<ResumeArgs>),
     /// List jobs, with what is done and what remains of paused ones.
     Status(StatusArgs),
+    /// Plan a job without running it: every site and library with its proposed
+    /// destination and counts, in a file to review and edit.
+    Plan(Box<cli::PlanArgs>),
+    /// List the destination tenant's hub sites.
+    Hubs(Box<cli::HubsArgs>),
     /// Write a round's reports (SummaryReport, ItemReport, FailureSummary, JSON).
     Report(ReportArgs),
     /// Migrate sample content into an emulated tenant started in-process: the
@@ -107,6 +112,8 @@ fn main() -> ExitCode {
             }
             Command::Status(s) => cli::status(&args.state, s.job.as_deref(), out).await,
             Command::Report(r) => cli::report(&args.state, &r.job, r.round, r.out, out).await,
+            Command::Plan(p) => cli::plan(&args.state, *p, out).await,
+            Command::Hubs(h) => cli::hubs(&args.state, *h, out).await,
             Command::Demo(d) => cli::demo(&args.state, d, out).await,
         }
     });

@@ -93,7 +93,64 @@ pub struct RoundReport {
     pub totals: Totals,
     pub throttled_waits: u64,
     pub throttled_ms: u64,
+    /// Sites, subsites, libraries and hub work (SPMT's StructureReport).
+    pub structure: Vec<StructureLine>,
     pub items: Vec<ItemLine>,
+}
+
+pub const STRUCTURE_COLUMNS: [&str; 6] =
+    ["Source", "Destination", "Type", "Name", "Status", "Message"];
+
+/// One line of the structure report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StructureLine {
+    pub source: String,
+    pub destination: String,
+    /// `Site`, `Library`, `Hub registration`, `Hub membership`.
+    pub kind: &'static str,
+    pub name: String,
+    /// `Created`, `Already exists`, `Failed`.
+    pub status: &'static str,
+    pub message: String,
+}
+
+impl StructureLine {
+    pub fn from_record(item: &ItemRecord) -> Self {
+        // Keys: `s{site}`, `s{site}/library{n}`, `hub-register{site}`, `hub-join{site}`.
+        let kind = if item.key.starts_with("hub-register") {
+            "Hub registration"
+        } else if item.key.starts_with("hub-join") {
+            "Hub membership"
+        } else if item.key.contains("/library") {
+            "Library"
+        } else {
+            "Site"
+        };
+        let (status, message) = match &item.outcome.outcome {
+            Outcome::Copied => ("Created", String::new()),
+            Outcome::Skipped { .. } => ("Already exists", String::new()),
+            Outcome::Failed { message, .. } => ("Failed", message.clone()),
+        };
+        StructureLine {
+            source: item.outcome.source.clone(),
+            destination: item.outcome.destination.clone(),
+            kind,
+            name: item.outcome.name.clone(),
+            status,
+            message,
+        }
+    }
+
+    fn row(&self) -> [String; 6] {
+        [
+            self.source.clone(),
+            self.destination.clone(),
+            self.kind.to_string(),
+            self.name.clone(),
+            self.status.to_string(),
+            self.message.clone(),
+        ]
+    }
 }
 
 /// One item, as the item report shows it.
@@ -234,12 +291,27 @@ impl RoundReport {
                 .map(ItemLine::row),
         )?;
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        let files = [
+        let mut files = vec![
             (format!("SummaryReport_R{r}.csv"), summary),
             (format!("ItemReport_R{r}.csv"), items),
             (format!("FailureSummary_R{r}.csv"), failures),
             (format!("report_R{r}.json"), json),
         ];
+        if !self.structure.is_empty() {
+            let all = csv_bytes(
+                STRUCTURE_COLUMNS,
+                self.structure.iter().map(StructureLine::row),
+            )?;
+            let failed = csv_bytes(
+                STRUCTURE_COLUMNS,
+                self.structure
+                    .iter()
+                    .filter(|l| l.status == "Failed")
+                    .map(StructureLine::row),
+            )?;
+            files.push((format!("StructureReport_R{r}.csv"), all));
+            files.push((format!("StructureFailureReport_R{r}.csv"), failed));
+        }
         let mut paths = Vec::new();
         for (name, bytes) in files {
             let path = dir.join(name);

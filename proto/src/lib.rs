@@ -8,6 +8,8 @@
 //! - [`names`]: SharePoint Online name and path validation, with the
 //!   replace-or-skip policy.
 //! - [`bulk`]: parsers for SPMT's bulk task files (8-column CSV, JSON).
+//! - [`structure`]: checks of a (possibly hand-edited) plan's destination
+//!   site URLs before anything is created.
 //!
 //! Architecture invariant: this crate does no I/O and has no async runtime;
 //! every function here is deterministic and table-tested.
@@ -16,6 +18,7 @@ pub mod bulk;
 pub mod incremental;
 pub mod model;
 pub mod names;
+pub mod structure;
 
 pub use model::*;
 

@@ -202,6 +202,17 @@ pub struct LibraryPlan {
     pub task: usize,
     pub source: SourceLibrary,
     pub destination: Destination,
+    /// The planned destination site ([`Plan::sites`] index) this library lands
+    /// in; its URL follows that site's (edited) destination. `None`: the
+    /// destination site is given by the task and must exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<usize>,
+    /// Files found by the plan's scan (review aid; not used to run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<u64>,
+    /// Bytes found by the plan's scan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 /// A source library resolved to what a worker needs to enumerate it.
@@ -229,7 +240,61 @@ pub struct Plan {
     #[serde(default = "schema_version")]
     pub schema_version: u32,
     pub job: JobId,
+    /// Destination sites of whole-site SharePoint Server tasks, parents before
+    /// children: what the structure phase creates before content is copied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<SitePlan>,
     pub libraries: Vec<LibraryPlan>,
+}
+
+/// How a planned destination site comes to exist.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SiteAction {
+    /// The task's destination site: it must exist already.
+    Existing,
+    /// A site collection created through SPSiteManager (a level-one subsite
+    /// promoted by "switch to modern").
+    SiteCollection { template: String },
+    /// A subsite created under the planned site `parent` (index into
+    /// [`Plan::sites`]); its URL is the parent's plus one segment.
+    Subsite { parent: usize, template: String },
+}
+
+/// Hub work for one destination site, done after its content.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SiteHub {
+    #[default]
+    None,
+    /// Register this site as a hub.
+    Register,
+    /// Join the hub named by title or site URL.
+    Join { hub: String },
+}
+
+/// One destination site of the plan: the line a person reviews and edits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SitePlan {
+    /// Index of the task this site came from.
+    pub task: usize,
+    /// Source web (site or subsite) URL.
+    pub source: String,
+    /// Destination URL. Edit this to choose where the site goes.
+    pub destination: String,
+    pub title: String,
+    pub action: SiteAction,
+    #[serde(default)]
+    pub hub: SiteHub,
+}
+
+/// A reviewable, editable plan file (`ferry plan`, then `ferry migrate --plan`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanFile {
+    #[serde(default = "schema_version")]
+    pub schema_version: u32,
+    pub spec: JobSpec,
+    pub plan: Plan,
 }
 
 /// A unit of work on the queue: one library, or a slice of a huge one.
@@ -482,6 +547,21 @@ mod tests {
                     subfolder: None,
                 },
                 destination: sample_job().tasks[0].destination.clone(),
+                site: Some(0),
+                items: Some(3),
+                bytes: None,
+            }],
+            sites: vec![SitePlan {
+                task: 1,
+                source: "https://intranet.example.com/sites/hr/benefits".into(),
+                destination: "https://contoso.sharepoint.com/sites/benefits".into(),
+                title: "Benefits".into(),
+                action: SiteAction::SiteCollection {
+                    template: "STS#3".into(),
+                },
+                hub: SiteHub::Join {
+                    hub: "Corporate".into(),
+                },
             }],
         });
         round_trip(&Chunk {

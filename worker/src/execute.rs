@@ -415,8 +415,12 @@ pub async fn execute_chunk<S: StateStore>(
                                     // A resumed round: "unchanged" may mean the
                                     // interrupted run already sent it.
                                     let outcome = match outcome {
-                                        Outcome::Skipped { reason: SkipReason::Unchanged }
-                                            if resumed && before_round.as_ref().is_none_or(|b| b.get(&entry.rel_path) != Some(&entry.modified)) =>
+                                        Outcome::Skipped { reason: SkipReason::Unchanged | SkipReason::AlreadyExists }
+                                            if resumed && before_round.as_ref().is_none_or(|b| match entry.kind {
+                                                // A folder existed before the round if the previous round had it.
+                                                ItemKind::Folder => !b.contains_key(&entry.rel_path),
+                                                ItemKind::File => b.get(&entry.rel_path) != Some(&entry.modified),
+                                            }) =>
                                         {
                                             Outcome::Copied
                                         }
