@@ -329,31 +329,19 @@ impl GraphDestination {
         payload: Payload,
         replay: Replay,
     ) -> Result<Response, ConnectorError> {
-        let mut renewed = false;
-        loop {
-            let token = self.tokens.token().await?;
-            let resp = self
-                .http
-                .send(url, replay, || {
-                    let rb = self
-                        .http
-                        .client
-                        .request(method.clone(), url)
-                        .bearer_auth(&token)
-                        .header("Accept", "application/json");
-                    match &payload {
-                        Payload::None => rb,
-                        Payload::Json(v) => rb.json(v),
-                    }
-                })
-                .await?;
-            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && !renewed {
-                renewed = true;
-                self.tokens.invalidate();
-                continue;
-            }
-            return Ok(resp);
-        }
+        self.http
+            .send_bearer(self.tokens.as_ref(), url, replay, || {
+                let rb = self
+                    .http
+                    .client
+                    .request(method.clone(), url)
+                    .header("Accept", "application/json");
+                match &payload {
+                    Payload::None => rb,
+                    Payload::Json(v) => rb.json(v),
+                }
+            })
+            .await
     }
 
     /// GET a JSON document; `Ok(None)` on 404.
@@ -917,27 +905,16 @@ impl GraphDestination {
         modified: Option<DateTime<Utc>>,
     ) -> Result<DestItem, ConnectorError> {
         let url = format!("{base}/content?@microsoft.graph.conflictBehavior=replace");
-        let mut renewed = false;
-        let resp = loop {
-            let token = self.tokens.token().await?;
-            let resp = self
-                .http
-                .send(&url, Replay::Safe, || {
-                    self.http
-                        .client
-                        .put(&url)
-                        .bearer_auth(&token)
-                        .header("Content-Type", "application/octet-stream")
-                        .body(body.clone())
-                })
-                .await?;
-            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && !renewed {
-                renewed = true;
-                self.tokens.invalidate();
-                continue;
-            }
-            break resp;
-        };
+        let resp = self
+            .http
+            .send_bearer(self.tokens.as_ref(), &url, Replay::Safe, || {
+                self.http
+                    .client
+                    .put(&url)
+                    .header("Content-Type", "application/octet-stream")
+                    .body(body.clone())
+            })
+            .await?;
         if !resp.status().is_success() {
             return Err(Failure::read(&url, resp)
                 .await

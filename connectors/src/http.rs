@@ -25,6 +25,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 
+use crate::auth::TokenSource;
 use crate::ConnectorError;
 
 /// Retry and timeout settings of one connector's HTTP client.
@@ -379,6 +380,34 @@ impl Http {
                     tokio::time::sleep(wait).await;
                 }
             }
+        }
+    }
+
+    /// [`Http::send`] with a bearer token from `tokens` on every attempt; an expired
+    /// token (`401`) is invalidated and the request sent once more with a fresh one.
+    /// `build` makes the request without `Authorization`.
+    pub(crate) async fn send_bearer<F>(
+        &self,
+        tokens: &dyn TokenSource,
+        url: &str,
+        replay: Replay,
+        build: F,
+    ) -> Result<Response, ConnectorError>
+    where
+        F: Fn() -> RequestBuilder,
+    {
+        let mut renewed = false;
+        loop {
+            let token = tokens.token().await?;
+            let resp = self
+                .send(url, replay, || build().bearer_auth(&token))
+                .await?;
+            if resp.status() == StatusCode::UNAUTHORIZED && !renewed {
+                renewed = true;
+                tokens.invalidate();
+                continue;
+            }
+            return Ok(resp);
         }
     }
 

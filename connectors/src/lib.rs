@@ -5,6 +5,9 @@
 //! - [`graph`]: the SharePoint Online destination over Microsoft Graph.
 //! - `http` (private): retries, throttling (`Retry-After`) and error bodies in one
 //!   place; [`HttpStats`] are the counters the engine reports.
+//! - [`sites`]: SharePoint Online site structure over SharePoint REST — site
+//!   collections, subsites, libraries, hubs (SPMT's "switch to modern").
+//! - `odata` (private): SharePoint REST answer shapes (verbose and JSON light).
 //! - [`auth`]: sign-in (device code, client credentials, username + password,
 //!   Basic for SharePoint Server) and the encrypted per-site credential cache.
 //!
@@ -23,6 +26,8 @@ pub mod auth;
 pub mod fileshare;
 pub mod graph;
 mod http;
+mod odata;
+pub mod sites;
 pub mod spserver;
 
 pub use http::{install_crypto_provider, HttpConfig, HttpStats, HttpStatsSnapshot};
@@ -109,6 +114,10 @@ pub enum ConnectorError {
         #[source]
         source: std::io::Error,
     },
+    /// A site collection is still being provisioned when the caller stopped
+    /// waiting: retry later (the next attempt finds it and waits on).
+    #[error("the site {url} is not ready: {message}; retry later")]
+    NotReady { url: String, message: String },
     /// Anything the server answered that we could not understand.
     #[error("unexpected answer from {url}: {message}")]
     Protocol { url: String, message: String },
@@ -119,7 +128,9 @@ impl ConnectorError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            ConnectorError::Transient { .. } | ConnectorError::Unreachable { .. }
+            ConnectorError::Transient { .. }
+                | ConnectorError::Unreachable { .. }
+                | ConnectorError::NotReady { .. }
         )
     }
 }

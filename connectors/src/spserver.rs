@@ -23,6 +23,10 @@ use uuid::Uuid;
 
 use crate::auth::{CredentialCache, Secret};
 use crate::http::{read_json, redact_url, Failure, Http, HttpConfig, HttpStats, Replay};
+use crate::odata::{
+    bool_field, collection, encode_component, entity, guid_field, num_field, odata_string,
+    str_field,
+};
 use crate::{ByteStream, ConnectorError, SourceEntry, UnreadableEntry, WalkItem};
 
 const ACCEPT: &str = "application/json;odata=nometadata";
@@ -78,52 +82,6 @@ impl std::fmt::Debug for SpServerSource {
     }
 }
 
-/// The entity of a single-object answer, verbose or light.
-fn entity(v: &Value) -> &Value {
-    v.get("d").unwrap_or(v)
-}
-
-/// `(results, next link)` of a collection answer, verbose or light.
-fn collection(v: &Value) -> (Vec<Value>, Option<String>) {
-    let (arr, next) = match v.get("d") {
-        Some(d) => (d.get("results"), d.get("__next")),
-        None => (
-            v.get("value"),
-            v.get("odata.nextLink").or_else(|| v.get("@odata.nextLink")),
-        ),
-    };
-    (
-        arr.and_then(Value::as_array).cloned().unwrap_or_default(),
-        next.and_then(Value::as_str).map(str::to_owned),
-    )
-}
-
-fn str_field<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or_default()
-}
-
-/// Numbers arrive as numbers or strings (`"1234"`); null for folders.
-fn num_field(v: &Value, k: &str) -> Option<u64> {
-    match v.get(k)? {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn bool_field(v: &Value, k: &str) -> bool {
-    match v.get(k) {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
-        _ => false,
-    }
-}
-
-fn guid_field(v: &Value, k: &str) -> Option<Uuid> {
-    let s = str_field(v, k).trim_matches(['{', '}']);
-    Uuid::try_parse(s).ok()
-}
-
 /// SharePoint times: ISO 8601 with `Z`, or without a zone (then UTC).
 fn time_field(v: &Value, k: &str) -> Option<DateTime<Utc>> {
     let s = str_field(v, k);
@@ -140,34 +98,32 @@ fn time_field(v: &Value, k: &str) -> Option<DateTime<Utc>> {
         })
 }
 
-/// Percent-encodes a string for use inside a URL path or query value.
-fn encode_component(s: &str) -> String {
-    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~')
-        .remove(b'/');
-    percent_encoding::utf8_percent_encode(s, SET).to_string()
-}
-
-/// `'…'` OData string literal: apostrophes doubled, then percent-encoded.
-fn odata_string(s: &str) -> String {
-    format!("'{}'", encode_component(&s.replace('\'', "''")))
-}
-
 /// Path-segment key for sorting parents before children.
 fn path_key(rel: &str) -> Vec<&str> {
     rel.split('/').collect()
 }
 
-fn web_info(v: &Value) -> WebInfo {
+pub(crate) fn web_info(v: &Value) -> WebInfo {
     let e = entity(v);
     WebInfo {
         id: guid_field(e, "Id").unwrap_or_default(),
         title: str_field(e, "Title").to_owned(),
         url: str_field(e, "Url").to_owned(),
         server_relative_url: str_field(e, "ServerRelativeUrl").to_owned(),
+    }
+}
+
+/// A list entity (with `RootFolder` expanded, verbose or light) as a library.
+pub(crate) fn library_info(l: &Value) -> LibraryInfo {
+    LibraryInfo {
+        id: guid_field(l, "Id").unwrap_or_default(),
+        title: str_field(l, "Title").to_owned(),
+        root_folder: l
+            .get("RootFolder")
+            .map(|r| str_field(entity(r), "ServerRelativeUrl").to_owned())
+            .unwrap_or_default(),
+        item_count: num_field(l, "ItemCount").unwrap_or(0),
+        hidden: bool_field(l, "Hidden"),
     }
 }
 
@@ -395,16 +351,7 @@ impl SpServerSource {
         Ok(vals
             .iter()
             .filter(|l| num_field(l, "BaseTemplate").is_none_or(|t| t == 101))
-            .map(|l| LibraryInfo {
-                id: guid_field(l, "Id").unwrap_or_default(),
-                title: str_field(l, "Title").to_owned(),
-                root_folder: l
-                    .get("RootFolder")
-                    .map(|r| str_field(entity(r), "ServerRelativeUrl").to_owned())
-                    .unwrap_or_default(),
-                item_count: num_field(l, "ItemCount").unwrap_or(0),
-                hidden: bool_field(l, "Hidden"),
-            })
+            .map(library_info)
             .collect())
     }
 
@@ -810,25 +757,6 @@ fn strip_prefix_ci<'a>(s: &'a str, p: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn both_collection_shapes() {
-        let v = json!({"d":{"results":[{"a":1}],"__next":"http://x/next"}});
-        assert_eq!(collection(&v).0.len(), 1);
-        assert_eq!(collection(&v).1.as_deref(), Some("http://x/next"));
-        let v = json!({"value":[{"a":1},{"a":2}],"odata.nextLink":"n"});
-        assert_eq!(collection(&v).0.len(), 2);
-        assert_eq!(collection(&v).1.as_deref(), Some("n"));
-    }
-
-    #[test]
-    fn odata_literals() {
-        assert_eq!(
-            odata_string("/sites/a/Shared Documents/O'Neil #1 100%.txt"),
-            "'/sites/a/Shared%20Documents/O%27%27Neil%20%231%20100%25.txt'"
-        );
-    }
 
     fn entry(rel: &str, folder: bool) -> SourceEntry {
         SourceEntry {

@@ -1345,3 +1345,326 @@ async fn measure_uploads() {
     );
     sim.stop().await;
 }
+
+// ---------------------------------------------------------------- site structure
+
+mod sites {
+    use super::*;
+    use ferry_connectors::sites::{tenant_root, CreateSite, Provisioning};
+    use uuid::Uuid;
+
+    fn team_site(sim: &TestSim, path: &str) -> CreateSite {
+        CreateSite {
+            title: format!("Site {path}"),
+            url: sim.url(path),
+            lcid: 1033,
+            web_template: "STS#3".to_owned(),
+            owner: Some(USER.to_owned()),
+            description: "made by the tests".to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn sites_ensure_site_waits_for_provisioning_and_is_idempotent() {
+        let sim = TestSim::start_with(|c| c.provisioning_delay_secs = 0.7).await;
+        let sites = sim.sites();
+        let root = tenant_root(&sim.url("/sites/alpha"));
+        assert_eq!(root, sim.base);
+        let alpha = team_site(&sim, "/sites/alpha");
+
+        let made = sites
+            .ensure_site(&root, &alpha, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(made.status, Provisioning::Ready);
+        assert!(!made.existed);
+        assert!(made.site_id.is_some());
+        assert_eq!(made.site_url, alpha.url);
+        // Ready means usable: Graph finds its default library.
+        let drive = sim
+            .graph()
+            .resolve_library(&alpha.url, "Documents")
+            .await
+            .unwrap();
+        assert_eq!(drive.library, "Documents");
+        let web = sites.web(&alpha.url).await.unwrap().expect("the root web");
+        assert_eq!(web.server_relative_url, "/sites/alpha");
+        assert_eq!(web.title, "Site /sites/alpha");
+
+        // Again: the same site, reported as existing.
+        let again = sites
+            .ensure_site(&root, &alpha, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(again.status, Provisioning::Ready);
+        assert!(again.existed);
+        assert_eq!(again.site_id, made.site_id);
+
+        // A site left provisioning by an interrupted run is waited for.
+        let beta = team_site(&sim, "/sites/beta");
+        let started = sites.create_site(&root, &beta).await.unwrap();
+        assert_eq!(started.status, Provisioning::Provisioning);
+        assert_eq!(
+            sites.site_status(&root, &beta.url).await.unwrap().status,
+            Provisioning::Provisioning
+        );
+        assert_eq!(sites.web(&beta.url).await.unwrap(), None);
+        let waited = sites
+            .ensure_site(&root, &beta, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(waited.status, Provisioning::Ready);
+        assert!(waited.existed);
+        assert_eq!(waited.site_id, started.site_id);
+
+        // Out of patience: a transient error naming the URL; the next run finishes.
+        let gamma = team_site(&sim, "/sites/gamma");
+        let err = sites
+            .ensure_site(&root, &gamma, Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectorError::NotReady { .. }), "{err:?}");
+        assert!(err.is_transient());
+        assert!(err.to_string().contains("/sites/gamma"), "{err}");
+        let done = sites
+            .ensure_site(&root, &gamma, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(done.existed);
+        assert_eq!(
+            sites.site_status(&root, &gamma.url).await.unwrap().status,
+            Provisioning::Ready
+        );
+        assert_eq!(
+            sites
+                .site_status(&root, &sim.url("/sites/never"))
+                .await
+                .unwrap()
+                .status,
+            Provisioning::NotFound
+        );
+        sim.stop().await;
+    }
+
+    #[tokio::test]
+    async fn sites_subsites_and_libraries_are_idempotent() {
+        let sim = TestSim::start().await;
+        let sites = sim.sites();
+        let site = team_site(&sim, "/sites/hr");
+        sites
+            .ensure_site(&sim.base, &site, Duration::from_secs(30))
+            .await
+            .unwrap();
+
+        let (projects, existed) = sites
+            .ensure_subsite(&site.url, "projects", "Projects", "STS#3", 1033)
+            .await
+            .unwrap();
+        assert!(!existed);
+        assert_eq!(projects.server_relative_url, "/sites/hr/projects");
+        assert_eq!(projects.title, "Projects");
+        let (again, existed) = sites
+            .ensure_subsite(&site.url, "projects", "Projects", "STS#3", 1033)
+            .await
+            .unwrap();
+        assert!(existed);
+        assert_eq!(again.id, projects.id);
+
+        // Nested.
+        let projects_url = sim.url("/sites/hr/projects");
+        let (alpha, existed) = sites
+            .ensure_subsite(&projects_url, "alpha", "Alpha", "STS#3", 1033)
+            .await
+            .unwrap();
+        assert!(!existed);
+        assert_eq!(alpha.server_relative_url, "/sites/hr/projects/alpha");
+        assert_eq!(
+            sites
+                .web(&sim.url("/sites/hr/projects/alpha"))
+                .await
+                .unwrap()
+                .map(|w| w.id),
+            Some(alpha.id)
+        );
+        // A missing web is None, not its nearest ancestor.
+        assert_eq!(
+            sites.web(&sim.url("/sites/hr/missing")).await.unwrap(),
+            None
+        );
+        // A missing parent is an error, and nothing lands on its ancestor.
+        let err = sites
+            .ensure_subsite(&sim.url("/sites/hr/missing"), "child", "C", "STS#3", 1033)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectorError::NotFound { .. }), "{err:?}");
+        assert!(err.to_string().contains("/sites/hr/missing"), "{err}");
+        assert_eq!(sites.web(&sim.url("/sites/hr/child")).await.unwrap(), None);
+
+        // Libraries.
+        let (reports, existed) = sites
+            .ensure_library(&projects_url, "Reports")
+            .await
+            .unwrap();
+        assert!(!existed);
+        assert_eq!(reports.title, "Reports");
+        assert_eq!(reports.root_folder, "/sites/hr/projects/Reports");
+        let (again, existed) = sites
+            .ensure_library(&projects_url, "reports")
+            .await
+            .unwrap();
+        assert!(existed);
+        assert_eq!(again.id, reports.id);
+        // The default library by its URL name.
+        let (docs, existed) = sites
+            .ensure_library(&projects_url, "Shared Documents")
+            .await
+            .unwrap();
+        assert!(existed);
+        assert_eq!(docs.title, "Documents");
+        // Graph sees the new library of the subsite.
+        let drive = sim
+            .graph()
+            .resolve_library(&projects_url, "Reports")
+            .await
+            .unwrap();
+        assert_eq!(drive.library, "Reports");
+        let err = sites
+            .ensure_library(&sim.url("/sites/hr/missing"), "Reports")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectorError::NotFound { .. }), "{err:?}");
+        sim.stop().await;
+    }
+
+    #[tokio::test]
+    async fn sites_hubs_register_list_join_and_leave() {
+        let sim = TestSim::start().await;
+        let sites = sim.sites();
+        let hub_site = team_site(&sim, "/sites/hub");
+        let member = team_site(&sim, "/sites/member");
+        for s in [&hub_site, &member] {
+            sites
+                .ensure_site(&sim.base, s, Duration::from_secs(30))
+                .await
+                .unwrap();
+        }
+        assert!(sites.hub_sites(&sim.base).await.unwrap().is_empty());
+
+        let (hub, existed) = sites.register_hub(&hub_site.url).await.unwrap();
+        assert!(!existed);
+        assert_eq!(hub.site_url, hub_site.url);
+        assert_eq!(hub.title, "Site /sites/hub");
+        let (again, existed) = sites.register_hub(&hub_site.url).await.unwrap();
+        assert!(existed);
+        assert_eq!(again.id, hub.id);
+        let hubs = sites.hub_sites(&sim.base).await.unwrap();
+        assert_eq!(hubs, vec![hub.clone()]);
+        let info = sites.site_info(&hub_site.url).await.unwrap();
+        assert!(info.is_hub);
+        assert_eq!(Some(info.id), hub.site_id);
+
+        let before = sites.site_info(&member.url).await.unwrap();
+        assert!(!before.is_hub);
+        assert_eq!(before.hub_site_id, None);
+        sites.join_hub(&member.url, hub.id).await.unwrap();
+        assert_eq!(
+            sites.site_info(&member.url).await.unwrap().hub_site_id,
+            Some(hub.id)
+        );
+        // Joining again sends nothing but the check.
+        let requests = sites.stats().snapshot().requests;
+        sites.join_hub(&member.url, hub.id).await.unwrap();
+        assert_eq!(sites.stats().snapshot().requests, requests + 1);
+        // The all-zero GUID leaves.
+        sites.join_hub(&member.url, Uuid::nil()).await.unwrap();
+        assert_eq!(
+            sites.site_info(&member.url).await.unwrap().hub_site_id,
+            None
+        );
+        sites.join_hub(&member.url, Uuid::nil()).await.unwrap();
+        // An unknown hub.
+        let err = sites
+            .join_hub(&member.url, Uuid::new_v4())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectorError::NotFound { .. }), "{err:?}");
+
+        // Hubs are site collections: a subsite or a missing site is refused, and the
+        // nearest site collection (here the tenant root) is left alone.
+        sites
+            .ensure_subsite(&member.url, "sub", "Sub", "STS#3", 1033)
+            .await
+            .unwrap();
+        for url in [sim.url("/sites/member/sub"), sim.url("/sites/nothing")] {
+            let err = sites.register_hub(&url).await.unwrap_err();
+            assert!(matches!(err, ConnectorError::NotFound { .. }), "{err:?}");
+            assert!(err.to_string().contains("nearest"), "{err}");
+        }
+        assert!(!sites.site_info(&sim.base).await.unwrap().is_hub);
+        assert_eq!(sites.hub_sites(&sim.base).await.unwrap().len(), 1);
+        sim.stop().await;
+    }
+
+    #[tokio::test]
+    async fn sites_bad_urls_give_clear_errors() {
+        let sim = TestSim::start().await;
+        let sites = sim.sites();
+        let check = |err: ConnectorError, needle: &str| {
+            assert!(err.to_string().contains(needle), "{needle} not in: {err}");
+        };
+        let mut bad = team_site(&sim, "/sites/x");
+        bad.url = "not a url".to_owned();
+        let err = sites
+            .ensure_site(&sim.base, &bad, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectorError::NotFound { .. }), "{err:?}");
+        check(err, "not a url");
+        // Another host than the tenant's.
+        bad.url = "https://elsewhere.example.com/sites/x".to_owned();
+        let err = sites.create_site(&sim.base, &bad).await.unwrap_err();
+        check(err, "elsewhere.example.com");
+        // Not a managed path: the service's own reason.
+        let deep = team_site(&sim, "/sites/a/b");
+        let err = sites
+            .ensure_site(&sim.base, &deep, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ConnectorError::Rejected { status: 400, .. }),
+            "{err:?}"
+        );
+        check(err, "/sites/name");
+        // A URL taken by a subsite of the root site collection.
+        sites
+            .ensure_subsite(&sim.base, "teams", "Teams", "STS#3", 1033)
+            .await
+            .unwrap();
+        sites
+            .ensure_subsite(&sim.url("/teams"), "taken", "Taken", "STS#3", 1033)
+            .await
+            .unwrap();
+        let taken = team_site(&sim, "/teams/taken");
+        let err = sites
+            .ensure_site(&sim.base, &taken, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConnectorError::Rejected { code, .. } if code == "urlTaken"),
+            "{err:?}"
+        );
+        check(err, "/teams/taken");
+        // No such site collection.
+        let err = sites.site_info(&sim.url("/sites/nope")).await.unwrap_err();
+        check(err, "/sites/nope");
+        // Nobody listening.
+        let dead = format!("http://127.0.0.1:{}", dead_port());
+        let quick = sim.sites_with(|h| {
+            h.max_attempts = 2;
+            h.base_backoff = Duration::from_millis(10);
+        });
+        let err = quick.hub_sites(&dead).await.unwrap_err();
+        assert!(matches!(err, ConnectorError::Unreachable { .. }), "{err:?}");
+        sim.stop().await;
+    }
+}

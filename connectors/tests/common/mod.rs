@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ferry_connectors::auth::{DestinationSignIn, Secret, TokenProvider};
 use ferry_connectors::graph::{GraphConfig, GraphDestination};
+use ferry_connectors::sites::{sharepoint_scope, SitesClient};
 use ferry_connectors::ByteStream;
 use ferry_sim::{Config, SimHandle};
 
@@ -80,6 +81,31 @@ impl TestSim {
         };
         f(&mut cfg);
         GraphDestination::new(cfg, self.tokens()).expect("graph destination")
+    }
+
+    /// A site-structure client with a SharePoint-scoped token and quick polling.
+    pub fn sites(&self) -> SitesClient {
+        self.sites_with(|_| {})
+    }
+
+    pub fn sites_with(&self, f: impl FnOnce(&mut ferry_connectors::HttpConfig)) -> SitesClient {
+        let mut http = ferry_connectors::HttpConfig {
+            max_retry_after: Duration::from_secs(5),
+            ..Default::default()
+        };
+        f(&mut http);
+        let tokens = Arc::new(
+            TokenProvider::new(
+                &self.base,
+                &sharepoint_scope(&self.base),
+                self.secret_sign_in(),
+                None,
+            )
+            .expect("token provider"),
+        );
+        SitesClient::new(tokens, http)
+            .expect("sites client")
+            .with_poll_interval(Duration::from_millis(50), Duration::from_millis(200))
     }
 
     pub async fn stop(mut self) {
