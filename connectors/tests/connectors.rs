@@ -1606,6 +1606,40 @@ mod sites {
     }
 
     #[tokio::test]
+    async fn sites_structure_completes_under_throttling() {
+        let sim = TestSim::start_with(|c| {
+            c.throttle = ThrottleConfig {
+                ru_per_minute: Some(6),
+                window_secs: 1,
+            };
+        })
+        .await;
+        let sites = sim.sites();
+        let site = team_site(&sim, "/sites/busy");
+        let made = sites
+            .ensure_site(&sim.base, &site, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(!made.existed);
+        let (_, existed) = sites
+            .ensure_subsite(&site.url, "a", "A", "STS#3", 1033)
+            .await
+            .unwrap();
+        assert!(!existed);
+        let (_, existed) = sites
+            .ensure_library(&sim.url("/sites/busy/a"), "Archive")
+            .await
+            .unwrap();
+        assert!(!existed);
+        let (hub, existed) = sites.register_hub(&site.url).await.unwrap();
+        assert!(!existed);
+        assert_eq!(sites.hub_sites(&sim.base).await.unwrap(), vec![hub]);
+        let s = sites.stats().snapshot();
+        assert!(s.throttled_waits > 0, "{s:?}");
+        sim.stop().await;
+    }
+
+    #[tokio::test]
     async fn sites_bad_urls_give_clear_errors() {
         let sim = TestSim::start().await;
         let sites = sim.sites();
