@@ -7,4 +7,5 @@ mod incremental;
 mod resume;
 mod sharepoint;
 mod sign_in;
+mod structure;
 mod throttling;
