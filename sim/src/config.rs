@@ -78,6 +78,22 @@ pub struct Config {
     /// When set, the `/_sim/...` admin surface requires `Authorization: Bearer {admin_token}`
     /// (for rehearsal instances reachable by others). Default: none (open, for tests).
     pub admin_token: Option<String>,
+    /// Refuse `SPSiteManager/create` without an `Owner` when the caller's token is
+    /// app-only (client credentials), as SharePoint Online does (Microsoft: "If you use an
+    /// app-only context to create the site collection the Owner property is required").
+    /// The refusal is the service's: HTTP 200 with `SiteStatus` 3 and empty
+    /// `SiteId`/`SiteUrl`, nothing created. Default: false (lenient) until Ferry sends
+    /// an owner.
+    pub require_owner_for_app_only: bool,
+    /// Answer `{url}/_api/...` (and `{url}/_api/v2.0/...`) for a URL that is not an
+    /// existing web (a missing site collection under `/sites/` or `/teams/`, or a
+    /// missing subsite) with its nearest existing ancestor web, down to the tenant root:
+    /// the emulator's historical behaviour. SharePoint Online answers 404
+    /// (`System.IO.FileNotFoundException`, "File Not Found.") for a missing site
+    /// collection; set false for that (and for 404 on missing subsites too).
+    /// Default: true, only because a Ferry connector test still asserts the fallback's
+    /// error wording; the product code handles both answers.
+    pub nearest_web_fallback: bool,
 }
 
 /// An application registered in the emulated Entra ID tenant.
@@ -199,6 +215,8 @@ impl Default for Config {
             download_redirect: true,
             strict_fragment_multiple: true,
             admin_token: None,
+            require_owner_for_app_only: false,
+            nearest_web_fallback: true,
         }
     }
 }

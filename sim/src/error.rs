@@ -53,6 +53,17 @@ pub enum SimError {
     /// An upload session or token expired.
     #[error("{0}")]
     Gone(String),
+    /// A SharePoint REST error with the service's own status, code and message (e.g.
+    /// `500` + `-2147024713, Microsoft.SharePoint.SPException` for a taken web URL).
+    #[error("{message}")]
+    Sp {
+        /// HTTP status.
+        status: u16,
+        /// `"{hresult}, {exception type}"`.
+        code: &'static str,
+        /// The message.
+        message: String,
+    },
     /// Local I/O failed (disk full, permissions).
     #[error("I/O failed: {0}")]
     Io(#[from] std::io::Error),
@@ -90,6 +101,7 @@ impl SimError {
             SimError::PreconditionFailed(_) => 412,
             SimError::ResyncRequired(_) => 410,
             SimError::Gone(_) => 404,
+            SimError::Sp { status, .. } => *status,
             SimError::Io(_) | SimError::Store(_) => 500,
         }
     }
@@ -122,6 +134,12 @@ impl SimError {
             SimError::PreconditionFailed(_) => "resourceModified",
             SimError::ResyncRequired(_) => "resyncRequired",
             SimError::Gone(_) => "itemNotFound",
+            SimError::Sp { status, .. } => match status {
+                400 => "invalidRequest",
+                404 => "itemNotFound",
+                409 => "nameAlreadyExists",
+                _ => "generalException",
+            },
             SimError::Io(_) | SimError::Store(_) => "generalException",
         }
     }
@@ -142,6 +160,7 @@ impl SimError {
                 "-2147024891, System.UnauthorizedAccessException"
             }
             SimError::MethodNotAllowed => "-1, Microsoft.SharePoint.Client.ClientServiceException",
+            SimError::Sp { code, .. } => code,
             _ => "-2146232832, Microsoft.SharePoint.SPException",
         }
     }

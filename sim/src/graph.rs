@@ -250,6 +250,12 @@ pub fn handle<'a>(
             Some(p) => format!("{}{}/_api/v2.0", sim.base_url, encode_path(p)),
             None => format!("{}/v1.0", sim.base_url),
         };
+        if let Some(p) = prefix.strip_prefix("v2:").filter(|p| !p.is_empty()) {
+            // `{web}/_api/v2.0/...` of a web that does not exist is 404, not its ancestor's.
+            let st = sim.store.read();
+            crate::sprest::web_at(sim, &st, p)
+                .map_err(|_| SimError::NotFound("Requested site could not be found".into()))?;
+        }
         let lower = rest.to_ascii_lowercase();
         if lower == "/$batch" {
             return batch(sim, ctx, prefix, body).await;
@@ -993,7 +999,13 @@ fn delta(
             if initial && it.deleted {
                 continue;
             }
-            vals.push(select(item_json(sim, &st, *id, api_base), ctx.q("$select")));
+            let mut v = item_json(sim, &st, *id, api_base);
+            // "The parentReference property on items will not include a value for path"
+            // in delta responses (renames do not return descendants): track by id.
+            if let Some(p) = v.get_mut("parentReference").and_then(Value::as_object_mut) {
+                p.remove("path");
+            }
+            vals.push(select(v, ctx.q("$select")));
         }
     }
     let mut out = json!({"@odata.context": format!("{api_base}/$metadata#Collection(driveItem)"), "value": vals});

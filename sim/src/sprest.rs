@@ -381,11 +381,39 @@ fn select(v: Value, sel: Option<&[String]>) -> Value {
     }
 }
 
-/// Simple `$filter`: `A eq B [and C eq D]` against entity properties.
+/// Split `s` at `sep` (ASCII case-insensitive) outside single-quoted literals.
+fn split_outside_quotes<'a>(s: &'a str, sep: &str) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut inq = false;
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\'' {
+            inq = !inq;
+        } else if !inq
+            && s.get(i..i + sep.len())
+                .is_some_and(|t| t.eq_ignore_ascii_case(sep))
+        {
+            out.push(&s[start..i]);
+            i += sep.len();
+            start = i;
+            continue;
+        }
+        i += 1;
+    }
+    out.push(&s[start..]);
+    out
+}
+
+/// Simple `$filter`: `A eq B [and C eq D]` against entity properties. String literals
+/// are OData's: `'O''Neil'` is `O'Neil`. String comparison ignores case, as SharePoint's
+/// (its content database collation is case-insensitive).
 fn filter_ok(v: &Value, f: Option<&str>) -> SimResult<bool> {
     let Some(f) = f else { return Ok(true) };
-    for clause in f.split(" and ") {
-        let parts: Vec<&str> = clause.trim().splitn(3, ' ').collect();
+    for clause in split_outside_quotes(f.trim(), " and ") {
+        let clause = clause.trim();
+        let parts: Vec<&str> = clause.splitn(3, ' ').collect();
         let [field, op, val] = parts.as_slice() else {
             return Err(SimError::InvalidRequest(format!(
                 "The $filter expression '{clause}' is not supported."
@@ -393,20 +421,29 @@ fn filter_ok(v: &Value, f: Option<&str>) -> SimResult<bool> {
         };
         let actual = v.get(*field).cloned().unwrap_or(Value::Null);
         let val = val.trim();
-        let expected: Value =
-            if let Some(s) = val.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
-                json!(s)
-            } else if let Ok(n) = val.parse::<i64>() {
-                json!(n)
-            } else if val == "true" || val == "false" {
-                json!(val == "true")
-            } else {
-                return Err(SimError::InvalidRequest(format!(
-                    "The $filter value '{val}' is not supported."
-                )));
-            };
-        let eq = actual == expected
-            || actual.as_str().map(str::to_owned) == expected.as_i64().map(|n| n.to_string());
+        let expected: Value = if let Some(s) = val
+            .strip_prefix('\'')
+            .and_then(|s| s.strip_suffix('\''))
+            .filter(|s| !s.replace("''", "").contains('\''))
+        {
+            json!(s.replace("''", "'"))
+        } else if let Ok(n) = val.parse::<i64>() {
+            json!(n)
+        } else if val == "true" || val == "false" {
+            json!(val == "true")
+        } else {
+            return Err(SimError::InvalidRequest(format!(
+                "The $filter value '{val}' is not supported."
+            )));
+        };
+        let eq = match (actual.as_str(), expected.as_str()) {
+            (Some(a), Some(e)) => a.to_lowercase() == e.to_lowercase(),
+            _ => {
+                actual == expected
+                    || actual.as_str().map(str::to_owned)
+                        == expected.as_i64().map(|n| n.to_string())
+            }
+        };
         let ok = match op.to_ascii_lowercase().as_str() {
             "eq" => eq,
             "ne" => !eq,
@@ -429,6 +466,28 @@ fn site_ready(st: &State, web: Uuid) -> bool {
         .is_some_and(|s| s.ready_at.is_none_or(|t| t <= Utc::now()))
 }
 
+/// The web that `{prefix}/_api/...` addresses. A URL that is not an existing web is
+/// 404 (`System.IO.FileNotFoundException`, "File Not Found."), as SharePoint Online
+/// answers for a missing site collection under a managed path; a missing subsite is
+/// 404 too, so no client can be led into acting on an ancestor. A path into one of
+/// the web's libraries (`{web}/Shared Documents/_api/...`) addresses the web.
+/// `Config::nearest_web_fallback` restores the old nearest-ancestor answer.
+pub fn web_at(sim: &Sim, st: &State, prefix: &str) -> SimResult<Uuid> {
+    let segs = split_path(prefix)?;
+    let not_found = || SimError::NotFound("File Not Found.".into());
+    let (web, rest) = st
+        .web_for_url(&format!("/{}", segs.join("/")))
+        .ok_or_else(not_found)?;
+    if rest.is_empty()
+        || sim.cfg.nearest_web_fallback
+        || st.lib_by_url_name(web, &rest[0]).is_some()
+    {
+        Ok(web)
+    } else {
+        Err(not_found())
+    }
+}
+
 /// Handle `{prefix}/_api/{rest}`.
 pub async fn handle(
     sim: &Arc<Sim>,
@@ -440,10 +499,7 @@ pub async fn handle(
     let verbose = ctx.flavor == Flavor::SpVerbose;
     let web = {
         let st = sim.store.read();
-        let segs = split_path(prefix)?;
-        let (web, _) = st
-            .web_for_url(&format!("/{}", segs.join("/")))
-            .ok_or_else(|| SimError::NotFound("The site does not exist.".into()))?;
+        let web = web_at(sim, &st, prefix)?;
         if !site_ready(&st, web) {
             return Err(SimError::NotFound(
                 "The site is not available (provisioning).".into(),
@@ -961,6 +1017,20 @@ fn hub_ops(sim: &Sim, ctx: &Ctx, web: Uuid, seg: &Seg, verbose: bool) -> SimResu
                 .map(|h| h.id)
                 .ok_or_else(|| SimError::InvalidRequest("This site is not a hub site.".into()))?;
             st.delete_hub(id);
+            // Nothing keeps pointing at a hub that is gone: the former hub and its
+            // members are left with no hub (`HubSiteId` all zeros).
+            let members: Vec<Uuid> = st
+                .sites
+                .values()
+                .filter(|s| s.hub_site_id == id)
+                .map(|s| s.id)
+                .collect();
+            for m in members {
+                if let Some(s) = st.sites.get_mut(&m) {
+                    s.hub_site_id = Uuid::nil();
+                }
+                st.save_site(m);
+            }
             sim.store.commit(&mut st);
             Ok(empty(204))
         }
@@ -970,6 +1040,24 @@ fn hub_ops(sim: &Sim, ctx: &Ctx, web: Uuid, seg: &Seg, verbose: bool) -> SimResu
                 return Err(SimError::NotFound(format!(
                     "Hub site '{hub}' does not exist."
                 )));
+            }
+            if let Some(own) = st
+                .hubs
+                .values()
+                .find(|h| h.site_id == site_id)
+                .map(|h| h.id)
+            {
+                // A hub site's HubSiteId is its own hub id. Joining it to that is a no-op;
+                // joining it elsewhere or leaving is refused, as SharePoint refuses to
+                // associate a hub site ("This site is already a HubSite.").
+                if hub == own {
+                    return Ok(empty(204));
+                }
+                return Err(SimError::Sp {
+                    status: 400,
+                    code: "-2146232832, Microsoft.SharePoint.SPException",
+                    message: "This site is already a HubSite.".into(),
+                });
             }
             if let Some(s) = st.sites.get_mut(&site_id) {
                 s.hub_site_id = hub;
@@ -1004,18 +1092,38 @@ async fn site_manager(
             None => (Uuid::nil(), 0),
         }
     };
-    let server_rel = |url: &str| -> String {
+    // The server-relative path of `url` when it is on this tenant; `None` for an
+    // absolute URL on another host (or another port: two instances on one address
+    // are two tenants).
+    let host_header = ctx.header("host").map(str::to_ascii_lowercase);
+    let base_authority = sim
+        .base_url
+        .split_once("://")
+        .map_or(sim.base_url.as_str(), |(_, r)| r)
+        .trim_end_matches('/')
+        .to_ascii_lowercase();
+    let local_rel = |url: &str| -> Option<String> {
         let u = url.trim();
-        let u = crate::http::strip_prefix_ci(u, &sim.base_url).unwrap_or(u);
-        let u = if let Some(r) = u
-            .strip_prefix("https://")
-            .or_else(|| u.strip_prefix("http://"))
+        let lower = u.to_ascii_lowercase();
+        let path = if let Some(r) = ["https://", "http://"]
+            .iter()
+            .find_map(|p| lower.starts_with(p).then(|| &u[p.len()..]))
         {
-            r.find('/').map_or("/", |i| &r[i..])
+            let (authority, path) = r.find('/').map_or((r, "/"), |i| (&r[..i], &r[i..]));
+            let a = authority.to_ascii_lowercase();
+            let ours = a == base_authority
+                || host_header.as_deref() == Some(a.as_str())
+                || (!a.contains(':') && a == sim.hostname.to_ascii_lowercase());
+            if !ours {
+                return None;
+            }
+            path
         } else {
             u
         };
-        norm_url(&percent_encoding::percent_decode_str(u).decode_utf8_lossy())
+        Some(norm_url(
+            &percent_encoding::percent_decode_str(path).decode_utf8_lossy(),
+        ))
     };
     let reply = |fname: &str, id: Uuid, status: u8, url: &str| -> Response {
         let abs = format!(
@@ -1023,7 +1131,13 @@ async fn site_manager(
             sim.base_url,
             encode_path(if url == "/" { "" } else { url })
         );
-        let mut o = json!({"SiteId": id, "SiteStatus": status, "SiteUrl": if status == 0 { String::new() } else { abs }});
+        // 0: nil id, no URL. 3 (error) and 4 (URL exists, `create` only): empty id and
+        // URL, as the service answers (SharePoint/sp-dev-docs#7416 for 4).
+        let mut o = match status {
+            0 => json!({"SiteId": Uuid::nil(), "SiteStatus": 0, "SiteUrl": ""}),
+            3 | 4 => json!({"SiteId": "", "SiteStatus": status, "SiteUrl": ""}),
+            _ => json!({"SiteId": id, "SiteStatus": status, "SiteUrl": abs}),
+        };
         let v = if verbose {
             o["__metadata"] = json!({"type": "Microsoft.SharePoint.Portal.SPSiteCreationResponse"});
             json!({"d": {fname: o}})
@@ -1047,7 +1161,26 @@ async fn site_manager(
                 .get("WebTemplate")
                 .and_then(Value::as_str)
                 .unwrap_or("STS#3");
-            let rel = server_rel(url);
+            let Some(rel) = local_rel(url) else {
+                // A URL on another host is not in this tenant: nothing is created.
+                tracing::info!(message = "Site creation refused: the URL is not in this tenant.");
+                return Ok(reply("Create", Uuid::nil(), 3, ""));
+            };
+            let app_only = ctx
+                .principal
+                .as_ref()
+                .is_some_and(|p| p.user.is_none() && !p.basic);
+            let owner = r
+                .get("Owner")
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .unwrap_or("");
+            if sim.cfg.require_owner_for_app_only && app_only && owner.is_empty() {
+                // "If you use an app-only context to create the site collection the
+                // Owner property is required": the service reports SiteStatus 3.
+                tracing::info!(message = "Site creation refused: app-only without Owner.");
+                return Ok(reply("Create", Uuid::nil(), 3, ""));
+            }
             let segs = split_path(&rel)?;
             for s in &segs {
                 crate::store::check_name(s)?;
@@ -1093,7 +1226,10 @@ async fn site_manager(
                 .q("url")
                 .ok_or_else(|| SimError::InvalidRequest("The url parameter is required.".into()))?;
             let url = url.trim().trim_matches('\'');
-            let rel = server_rel(url);
+            let Some(rel) = local_rel(url) else {
+                // Not in this tenant: no site there.
+                return Ok(reply("Status", Uuid::nil(), 0, ""));
+            };
             let st = sim.store.read();
             let (id, status) = status_of(&st, &rel);
             Ok(reply("Status", id, status, &rel))
@@ -1146,6 +1282,18 @@ async fn mutate(
                 return Err(SimError::NameAlreadyExists(format!(
                     "A list or library named '{leaf}' already exists at this URL."
                 )));
+            }
+            if st.web_by_url.contains_key(&norm_url(&url).to_lowercase()) {
+                // SPWebCollection.Add's SPException (HRESULT 0x800700B7,
+                // ERROR_ALREADY_EXISTS), which SharePoint REST answers with 500.
+                return Err(SimError::Sp {
+                    status: 500,
+                    code: "-2147024713, Microsoft.SharePoint.SPException",
+                    message: format!(
+                        "The Web site address \"{}\" is already in use.",
+                        norm_url(&url)
+                    ),
+                });
             }
             let id = st.create_web(pw.site_id, Some(parent), &url, title, template)?;
             if let Some(d) = p.get("Description").and_then(Value::as_str) {

@@ -270,6 +270,16 @@ fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
 
 /// Handle GET/PUT/POST/DELETE on a pre-authorised upload URL.
 pub async fn fragment_route(sim: &Arc<Sim>, ctx: &Ctx, body: Body) -> SimResult<Response> {
+    // The upload URL is pre-authenticated: "If you include the Authorization header when
+    // issuing the PUT call, it may result in an HTTP 401 Unauthorized response." The
+    // emulator always refuses it (any method), so a client that leaks its bearer token
+    // to the upload host is caught in tests.
+    if ctx.header("authorization").is_some() {
+        crate::http::drain(body).await;
+        return Err(SimError::Unauthenticated(
+            "The upload URL is pre-authenticated; do not send an Authorization header.".into(),
+        ));
+    }
     let id = ctx.q("guid").unwrap_or("").trim_matches('\'').to_owned();
     let token = ctx.q("tempauth").unwrap_or("");
     let sess = sim
