@@ -176,6 +176,10 @@ pub struct MigrateArgs {
     /// Do not migrate hidden files.
     #[arg(long)]
     pub exclude_hidden: bool,
+    /// Owner (user@contoso.com) of the site collections the job creates;
+    /// SharePoint Online requires one when Ferry signs in as an application.
+    #[arg(long)]
+    pub site_owner: Option<String>,
     /// What to do with names SharePoint Online refuses: replace characters, or skip the item.
     #[arg(long, default_value = "replace", value_parser = ["replace", "skip"])]
     pub invalid_names: String,
@@ -268,6 +272,7 @@ pub fn job_spec(args: &MigrateArgs) -> anyhow::Result<JobSpec> {
             .map(|s| parse_date("--created-after", s))
             .transpose()?,
         include_hidden: !args.exclude_hidden,
+        site_owner: args.site_owner.clone(),
         invalid_names: if args.invalid_names == "skip" {
             InvalidNamePolicy::Skip
         } else {

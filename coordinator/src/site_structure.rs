@@ -78,7 +78,8 @@ pub async fn build<S: StateStore>(
     client: &SitesClient,
 ) -> Result<(), CoordinatorError> {
     let mut records = Vec::new();
-    let result = build_inner(plan, client, &mut records).await;
+    let owner = job.spec.settings.site_owner.clone();
+    let result = build_inner(plan, client, &owner, &mut records).await;
     store
         .record_items(job.id, round, STRUCTURE_CHUNK, &records)
         .await?;
@@ -88,6 +89,7 @@ pub async fn build<S: StateStore>(
 async fn build_inner(
     plan: &Plan,
     client: &SitesClient,
+    owner: &Option<String>,
     records: &mut Vec<ItemRecord>,
 ) -> Result<(), CoordinatorError> {
     for (i, site) in plan.sites.iter().enumerate() {
@@ -110,7 +112,7 @@ async fn build_inner(
                         url: site.destination.clone(),
                         lcid: 1033,
                         web_template: template.clone(),
-                        owner: None,
+                        owner: owner.clone(),
                         description: format!("Migrated from {}", site.source),
                     },
                     PROVISIONING_TIMEOUT,

@@ -166,6 +166,10 @@ pub struct JobSettings {
     pub include_hidden: bool,
     /// Replace invalid characters or skip the item.
     pub invalid_names: InvalidNamePolicy,
+    /// Owner (user principal name) of site collections the job creates.
+    /// Required by SharePoint Online when signed in as an application; a
+    /// person signed in owns what they create.
+    pub site_owner: Option<String>,
 }
 
 impl Default for JobSettings {
@@ -178,6 +182,7 @@ impl Default for JobSettings {
             created_after: None,
             include_hidden: true,
             invalid_names: InvalidNamePolicy::default(),
+            site_owner: None,
         }
     }
 }
