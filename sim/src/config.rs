@@ -91,8 +91,7 @@ pub struct Config {
     /// the emulator's historical behaviour. SharePoint Online answers 404
     /// (`System.IO.FileNotFoundException`, "File Not Found.") for a missing site
     /// collection; set false for that (and for 404 on missing subsites too).
-    /// Default: true, only because a Ferry connector test still asserts the fallback's
-    /// error wording; the product code handles both answers.
+    /// Default: false (SharePoint Online's answer); true brings back the old fallback.
     pub nearest_web_fallback: bool,
 }
 
@@ -216,7 +215,7 @@ impl Default for Config {
             strict_fragment_multiple: true,
             admin_token: None,
             require_owner_for_app_only: false,
-            nearest_web_fallback: true,
+            nearest_web_fallback: false,
         }
     }
 }
