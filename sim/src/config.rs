@@ -82,8 +82,7 @@ pub struct Config {
     /// app-only (client credentials), as SharePoint Online does (Microsoft: "If you use an
     /// app-only context to create the site collection the Owner property is required").
     /// The refusal is the service's: HTTP 200 with `SiteStatus` 3 and empty
-    /// `SiteId`/`SiteUrl`, nothing created. Default: false (lenient) until Ferry sends
-    /// an owner.
+    /// `SiteId`/`SiteUrl`, nothing created. Default: true.
     pub require_owner_for_app_only: bool,
     /// Answer `{url}/_api/...` (and `{url}/_api/v2.0/...`) for a URL that is not an
     /// existing web (a missing site collection under `/sites/` or `/teams/`, or a
@@ -214,7 +213,7 @@ impl Default for Config {
             download_redirect: true,
             strict_fragment_multiple: true,
             admin_token: None,
-            require_owner_for_app_only: false,
+            require_owner_for_app_only: true,
             nearest_web_fallback: false,
         }
     }

@@ -3604,7 +3604,7 @@ async fn app_only_site_creation_needs_an_owner_when_configured() {
     assert_eq!(v["SiteStatus"], 2, "{v}");
     strict.stop().await;
 
-    // Off by default (Ferry's coordinator creates sites without an Owner today).
+    // Off on request (these tests' default config turns it off).
     let lenient = TestSim::start().await;
     let tok = lenient.token().await;
     let (_, v) = sp_post(

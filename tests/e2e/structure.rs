@@ -96,6 +96,9 @@ impl Env {
             self.tenant.site("/sites/dst"),
             "--source-user".into(),
             "someone@example.com".into(),
+            // Signed in as an application: new site collections need an owner.
+            "--site-owner".into(),
+            "someone@example.com".into(),
         ];
         a.extend(extra.iter().map(|s| s.to_string()));
         a.extend(sign_in(&self.tenant));
