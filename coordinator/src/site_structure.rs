@@ -144,8 +144,14 @@ async fn build_inner(
                     &site.title,
                     failed(&e),
                 ));
+                let hint = match (&site.action, owner) {
+                    (SiteAction::SiteCollection { .. }, None) => {
+                        " (signed in as an application, SharePoint Online needs an owner for new sites: add --site-owner user@tenant)"
+                    }
+                    _ => "",
+                };
                 return Err(CoordinatorError::Structure(format!(
-                    "destination site {} (for {}): {e}",
+                    "destination site {} (for {}): {e}{hint}",
                     site.destination, site.source
                 )));
             }
