@@ -101,6 +101,11 @@ pub struct RunArgs {
     /// Files up to this many bytes go in one request; larger ones in an upload session.
     #[arg(long, default_value_t = 4 * 1024 * 1024, hide = true)]
     pub small_upload_limit: u64,
+    /// Owner (user@contoso.com) of the site collections the job creates;
+    /// SharePoint Online requires one when Ferry signs in as an application.
+    /// Given to `resume` or `migrate --job`, it replaces the job's.
+    #[arg(long)]
+    pub site_owner: Option<String>,
     /// Upload-session fragment size in bytes (a multiple of 327,680).
     #[arg(long, default_value_t = 32 * 327_680, hide = true)]
     pub fragment_size: u64,
@@ -113,6 +118,7 @@ impl Default for RunArgs {
             concurrency: 8,
             small_upload_limit: 4 * 1024 * 1024,
             fragment_size: 32 * 327_680,
+            site_owner: None,
         }
     }
 }
@@ -176,10 +182,6 @@ pub struct MigrateArgs {
     /// Do not migrate hidden files.
     #[arg(long)]
     pub exclude_hidden: bool,
-    /// Owner (user@contoso.com) of the site collections the job creates;
-    /// SharePoint Online requires one when Ferry signs in as an application.
-    #[arg(long)]
-    pub site_owner: Option<String>,
     /// What to do with names SharePoint Online refuses: replace characters, or skip the item.
     #[arg(long, default_value = "replace", value_parser = ["replace", "skip"])]
     pub invalid_names: String,
@@ -272,7 +274,7 @@ pub fn job_spec(args: &MigrateArgs) -> anyhow::Result<JobSpec> {
             .map(|s| parse_date("--created-after", s))
             .transpose()?,
         include_hidden: !args.exclude_hidden,
-        site_owner: args.site_owner.clone(),
+        site_owner: args.run.site_owner.clone(),
         invalid_names: if args.invalid_names == "skip" {
             InvalidNamePolicy::Skip
         } else {
@@ -705,6 +707,11 @@ pub async fn run_job(
     run_args: &RunArgs,
     out: Output,
 ) -> anyhow::Result<u8> {
+    let mut job = job;
+    if run_args.site_owner.is_some() && run_args.site_owner != job.spec.settings.site_owner {
+        job.spec.settings.site_owner = run_args.site_owner.clone();
+        store.put_job(&job).await?;
+    }
     let srcs = sources(state, &job.spec, sign_in).await?;
     let dest = destination(state, sign_in, run_args)?;
     let progress = Arc::new(Progress::default());

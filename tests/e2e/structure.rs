@@ -392,3 +392,31 @@ async fn an_edited_plan_runs_with_custom_urls_and_collisions_are_rejected() {
         "the proposal was not used"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_site_without_an_owner_says_what_to_add_and_resumes() {
+    let e = env().await;
+    // The same job, but without --site-owner: SharePoint Online refuses to
+    // create a site collection for an application without an owner.
+    let mut args = e.args("migrate", &["--modern"]);
+    let at = args.iter().position(|a| a == "--site-owner").unwrap();
+    args.drain(at..at + 2);
+    let run = ferry(&e.state(), &args).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("--site-owner"), "{}", run.stderr);
+
+    // The job is paused, not lost: resume with an owner finishes it.
+    let mut resume = vec![
+        "resume".to_string(),
+        "--json".into(),
+        "--source-user".into(),
+        "someone@example.com".into(),
+        "--site-owner".into(),
+        "someone@example.com".into(),
+    ];
+    resume.extend(sign_in(&e.tenant));
+    let run = ferry(&e.state(), &resume).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(e.files("/sites/team").await, vec!["team.txt"]);
+    assert_eq!(e.files("/sites/proj").await, vec!["proj.txt"]);
+}
