@@ -870,7 +870,13 @@ pub async fn status(state: &Path, job: Option<&str>, out: Output) -> anyhow::Res
             state.display()
         );
     }
-    let store = RedbStore::open(state)?;
+    // A migration holds the state open for writing while it runs: if it
+    // does, unfinished rounds are running, not paused.
+    let (store, running) = match RedbStore::open(state) {
+        Ok(store) => (store, false),
+        Err(ferry_store::StoreError::Busy { .. }) => (RedbStore::open_read_only(state)?, true),
+        Err(e) => return Err(e.into()),
+    };
     let jobs = match job {
         Some(id) => vec![find_job(&store, Some(id)).await?],
         None => store.jobs().await?,
@@ -901,6 +907,7 @@ pub async fn status(state: &Path, job: Option<&str>, out: Output) -> anyhow::Res
             round: round.map(|r| r.round),
             state: match round.map(|r| r.state) {
                 None => "planned",
+                Some(RoundState::Running) if running => "running",
                 Some(RoundState::Running) => "paused",
                 Some(RoundState::Completed) => "completed",
             },
@@ -946,7 +953,7 @@ pub async fn report(
     dir: Option<PathBuf>,
     out: Output,
 ) -> anyhow::Result<u8> {
-    let store = RedbStore::open(state)?;
+    let store = RedbStore::open_read_only(state)?;
     let job = find_job(&store, Some(job)).await?;
     let round = match round.or(job.current_round().map(|r| r.round)) {
         Some(r) => r,

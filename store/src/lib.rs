@@ -18,6 +18,8 @@ pub mod state;
 pub enum StoreError {
     #[error("the state file {path} is unusable: {message}. Move it aside to start afresh, or point --state at another directory")]
     Open { path: String, message: String },
+    #[error("{path} is in use by another ferry process (a migration is running): watch it with `ferry status`, or wait until it ends")]
+    Busy { path: String },
     #[error("state store error: {0}")]
     Backend(String),
     #[error("a stored record is unreadable ({what}): {message}")]

@@ -13,7 +13,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use ferry_proto::{ItemOutcome, JobId, JobSpec, Plan};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    ConcurrencyMode, Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase, ReadableTable,
+    TableDefinition,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -162,11 +165,33 @@ const ITEMS: TableDefinition<&str, &[u8]> = TableDefinition::new("items");
 const GUIDS: TableDefinition<&str, &[u8]> = TableDefinition::new("guids");
 
 /// The embedded default: one redb file (`state.redb`) under the state
-/// directory. Safe to read from a second process (`ferry status`) while a
-/// migration writes to it.
+/// directory, in redb's single-writer mode: one process writes (a running
+/// migration), any number read at the same time ([`RedbStore::open_read_only`]:
+/// `ferry status`, `ferry report`). A second writer is refused with
+/// [`StoreError::Busy`].
 #[derive(Clone)]
 pub struct RedbStore {
-    db: Arc<Database>,
+    db: Arc<Db>,
+}
+
+enum Db {
+    Writer(Database),
+    Reader(ReadOnlyDatabase),
+}
+
+impl Db {
+    fn begin_read(&self) -> std::result::Result<redb::ReadTransaction, redb::TransactionError> {
+        match self {
+            Db::Writer(d) => d.begin_read(),
+            Db::Reader(d) => d.begin_read(),
+        }
+    }
+}
+
+fn builder() -> redb::Builder {
+    let mut b = Database::builder();
+    b.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+    b
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -212,13 +237,43 @@ impl RedbStore {
             message: e.to_string(),
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(&e))?;
-        let db = Database::create(&path).map_err(|e| open_err(&e))?;
+        let db = builder().create(&path).map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => StoreError::Busy {
+                path: path.display().to_string(),
+            },
+            e => open_err(&e),
+        })?;
         let txn = db.begin_write().map_err(|e| open_err(&e))?;
         for table in [JOBS, CHUNKS, ITEMS, GUIDS] {
             txn.open_table(table).map_err(|e| open_err(&e))?;
         }
         txn.commit().map_err(|e| open_err(&e))?;
-        Ok(RedbStore { db: Arc::new(db) })
+        Ok(RedbStore {
+            db: Arc::new(Db::Writer(db)),
+        })
+    }
+
+    /// Opens `dir/state.redb` for reading, alongside a migration that may be
+    /// writing it. A file a killed process left needing recovery is repaired
+    /// by opening it for writing once, when no other process writes.
+    pub fn open_read_only(dir: &Path) -> Result<Self> {
+        let path = dir.join("state.redb");
+        if !path.exists() {
+            return Err(StoreError::Open {
+                path: path.display().to_string(),
+                message: "there is no Ferry state here".into(),
+            });
+        }
+        match builder().open_read_only(&path) {
+            Ok(db) => Ok(RedbStore {
+                db: Arc::new(Db::Reader(db)),
+            }),
+            Err(DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::Busy {
+                path: path.display().to_string(),
+            }),
+            // Needs recovery (a writer was killed): repair by a writable open.
+            Err(_) => Self::open(dir),
+        }
     }
 
     /// Runs a write transaction on a blocking thread (redb is synchronous and
@@ -229,6 +284,9 @@ impl RedbStore {
     {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
+            let Db::Writer(db) = &*db else {
+                return Err(StoreError::Backend("the state was opened read-only".into()));
+            };
             let txn = db.begin_write().map_err(backend)?;
             f(&txn)?;
             txn.commit().map_err(backend)

@@ -52,6 +52,19 @@ async fn killed_run_resumes_to_the_same_destination_without_reuploading() {
     })
     .await
     .unwrap();
+    // While it runs: status can read the state, and a second run is refused.
+    let run = ferry(&state, &["status".into(), "--json".into()]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.json()[0]["state"], "running", "{run:?}");
+    let mut second = vec!["resume".to_string()];
+    second.extend(sign_in(&tenant));
+    let run = ferry(&state, &second).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("in use by another ferry process"),
+        "{}",
+        run.stderr
+    );
     child.start_kill().unwrap();
     let status = child.wait().await.unwrap();
     assert!(!status.success(), "killed, not finished");
