@@ -16,7 +16,7 @@ pub mod state;
 /// Errors of the queue and the state store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the state file {path} is unusable: {message}. Move it aside to start afresh, or point --state at another directory")]
+    #[error("the state file {path} cannot be opened: {message}. Check the path and its permissions; if the file is damaged, keep a copy and start afresh with another --state directory")]
     Open { path: String, message: String },
     #[error("{path} is in use by another ferry process (a migration is running): watch it with `ferry status`, or wait until it ends")]
     Busy { path: String },
