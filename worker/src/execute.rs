@@ -1000,3 +1000,75 @@ impl ItemContext<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: &str, rel: &str, kind: ItemKind) -> DestItem {
+        DestItem {
+            id: id.into(),
+            rel_path: rel.into(),
+            kind,
+            size: 1,
+            created: None,
+            modified: None,
+            quick_xor_hash: None,
+            web_url: String::new(),
+        }
+    }
+
+    #[test]
+    fn paths_relative_to_the_task_subfolder() {
+        for (rel, strip, want) in [
+            ("a/b.txt", "", Some("a/b.txt")),
+            ("Sub/a.txt", "Sub", Some("a.txt")),
+            ("sub/a.txt", "Sub", Some("a.txt")),
+            ("Sub", "Sub", None),
+            ("Subway/a.txt", "Sub", Some("Subway/a.txt")),
+            ("Sub/x/y", "Sub/x", Some("y")),
+        ] {
+            assert_eq!(relative_to(rel, strip), want, "{rel} - {strip}");
+        }
+        assert_eq!(join("", "a"), "a");
+        assert_eq!(join("a", ""), "a");
+        assert_eq!(join("a", "b"), "a/b");
+        assert_eq!(parent_and_name("a/b/c.txt"), ("a/b", "c.txt"));
+        assert_eq!(parent_and_name("c.txt"), ("", "c.txt"));
+        assert_eq!(normalize_folder(Some("/A\\B//C/")), "A/B/C");
+        assert_eq!(
+            server_relative("https://h/sites/a/b%20c.txt"),
+            "/sites/a/b%20c.txt"
+        );
+        assert_eq!(server_relative("https://h"), "/");
+    }
+
+    #[test]
+    fn the_destination_index_follows_moves_case_insensitively() {
+        let mut t = TargetIndex::new(vec![
+            item("f", "Old", ItemKind::Folder),
+            item("a", "Old/a.txt", ItemKind::File),
+            item("s", "Old/Sub", ItemKind::Folder),
+            item("b", "Old/Sub/b.txt", ItemKind::File),
+            item("x", "Older/x.txt", ItemKind::File),
+        ]);
+        assert_eq!(t.at("old/A.TXT").map(|i| i.id.as_str()), Some("a"));
+        t.moved("f", "New Name");
+        assert!(t.at("Old/a.txt").is_none());
+        assert_eq!(
+            t.at("New Name/a.txt").map(|i| i.rel_path.as_str()),
+            Some("New Name/a.txt")
+        );
+        assert_eq!(
+            t.with_id("b").map(|i| i.rel_path.as_str()),
+            Some("New Name/Sub/b.txt")
+        );
+        assert_eq!(
+            t.at("Older/x.txt").map(|i| i.id.as_str()),
+            Some("x"),
+            "a sibling with a longer name stays"
+        );
+        t.moved("unknown", "Z");
+        assert_eq!(t.by_path.len(), 5);
+    }
+}
