@@ -2,6 +2,7 @@
 //! real HTTP. One binary so the suite links once.
 
 mod bad_input;
+mod bulk;
 mod file_share;
 mod incremental;
 mod resume;
