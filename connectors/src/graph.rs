@@ -140,6 +140,21 @@ fn fmt_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// The `fileSystemInfo` object for the times given.
+fn file_system_info(
+    created: Option<DateTime<Utc>>,
+    modified: Option<DateTime<Utc>>,
+) -> serde_json::Map<String, Value> {
+    let mut fsi = serde_json::Map::new();
+    if let Some(c) = created {
+        fsi.insert("createdDateTime".into(), json!(fmt_time(c)));
+    }
+    if let Some(m) = modified {
+        fsi.insert("lastModifiedDateTime".into(), json!(fmt_time(m)));
+    }
+    fsi
+}
+
 fn parse_time(v: Option<&Value>) -> Option<DateTime<Utc>> {
     let s = v?.as_str()?;
     DateTime::parse_from_rfc3339(s)
@@ -959,13 +974,7 @@ impl GraphDestination {
     ) -> Result<DestItem, ConnectorError> {
         let drive_url = base.split("/items/").next().unwrap_or(base);
         let url = format!("{drive_url}/items/{}", encode_segment(item_id));
-        let mut fsi = serde_json::Map::new();
-        if let Some(c) = created {
-            fsi.insert("createdDateTime".into(), json!(fmt_time(c)));
-        }
-        if let Some(m) = modified {
-            fsi.insert("lastModifiedDateTime".into(), json!(fmt_time(m)));
-        }
+        let fsi = file_system_info(created, modified);
         let resp = self
             .call(
                 Method::PATCH,
@@ -992,13 +1001,7 @@ impl GraphDestination {
         created: Option<DateTime<Utc>>,
         modified: Option<DateTime<Utc>>,
     ) -> Result<String, ConnectorError> {
-        let mut fsi = serde_json::Map::new();
-        if let Some(c) = created {
-            fsi.insert("createdDateTime".into(), json!(fmt_time(c)));
-        }
-        if let Some(m) = modified {
-            fsi.insert("lastModifiedDateTime".into(), json!(fmt_time(m)));
-        }
+        let fsi = file_system_info(created, modified);
         let mut item_props = json!({
             "@microsoft.graph.conflictBehavior": "replace",
             "name": name,

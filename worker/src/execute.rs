@@ -327,6 +327,17 @@ pub async fn execute_chunk<S: StateStore>(
         bytes: 0,
     };
     let origin = Arc::new(origin);
+    // One file's copy work, with what every copy shares.
+    let file_work = |entry: SourceEntry, dest_rel: String, repair, otherwise| FileWork {
+        origin: origin.clone(),
+        destination: ctx.destination.clone(),
+        drive: drive.clone(),
+        record: plan_ctx.record(&entry, &dest_rel, Outcome::Copied),
+        entry,
+        dest_rel,
+        repair,
+        otherwise,
+    };
     let mut copies: JoinSet<Result<Copied, ConnectorError>> = JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -400,16 +411,7 @@ pub async fn execute_chunk<S: StateStore>(
                                 {
                                     let _ = guid;
                                     let repair = repair_candidate(&target, &dest_rel, &entry);
-                                    copies.spawn(copy_file(FileWork {
-                                        origin: origin.clone(),
-                                        destination: ctx.destination.clone(),
-                                        drive: drive.clone(),
-                                        record: plan_ctx.record(&entry, &dest_rel, Outcome::Copied),
-                                        entry,
-                                        dest_rel,
-                                        repair,
-                                        otherwise: Otherwise::Record(Outcome::Skipped { reason: SkipReason::TargetIsNewer }),
-                                    }));
+                                    copies.spawn(copy_file(file_work(entry, dest_rel, repair, Otherwise::Record(Outcome::Skipped { reason: SkipReason::TargetIsNewer }))));
                                 }
                                 Step::Record((dest_rel, outcome), guid) => {
                                     // A resumed round: "unchanged" may mean the
@@ -449,16 +451,7 @@ pub async fn execute_chunk<S: StateStore>(
                                         recorder.push(plan_ctx.record(&entry, &dest_rel, Outcome::Copied), guid, &ctx.progress);
                                     } else {
                                         let repair = if resumed { repair_candidate(&target, &dest_rel, &entry) } else { None };
-                                        copies.spawn(copy_file(FileWork {
-                                            origin: origin.clone(),
-                                            destination: ctx.destination.clone(),
-                                            drive: drive.clone(),
-                                            record: plan_ctx.record(&entry, &dest_rel, Outcome::Copied),
-                                            entry,
-                                            dest_rel,
-                                            repair,
-                                            otherwise: Otherwise::Upload,
-                                        }));
+                                        copies.spawn(copy_file(file_work(entry, dest_rel, repair, Otherwise::Upload)));
                                     }
                                 }
                             }
